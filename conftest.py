@@ -1,0 +1,59 @@
+"""Root pytest config: JAX settings, Hypothesis profiles and markers only.
+
+Fixtures live in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Broadcasting a (N, k) array against (k,) must be explicit in our code, so a silent
+# rank promotion in a step shows up as an error here.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Profiles (see README "Hypothesis profiles"). `ci` is what `nox -s tests` selects.
+# JAX compiles once per shape bucket, so the first example of a bucket is slow:
+# deadlines would measure XLA, not our code.
+_COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+settings.register_profile("dev", max_examples=15, **_COMMON)
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    **_COMMON,
+)
+settings.register_profile(
+    "thorough", max_examples=1000, derandomize=False, print_blob=True, **_COMMON
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow", action="store_true", default=False, help="run tests marked slow"
+    )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    has_gpu = any(d.platform == "gpu" for d in jax.devices())
+    run_slow = config.getoption("--run-slow")
+    skip_gpu = pytest.mark.skip(
+        reason=f"needs a GPU; JAX backend here is {jax.default_backend()!r}"
+    )
+    skip_slow = pytest.mark.skip(reason="slow: pass --run-slow to run it")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)

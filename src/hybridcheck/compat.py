@@ -1,0 +1,244 @@
+"""Every Flax/JAX release difference hybridcheck relies on, and nothing else.
+
+This is the only module that reads ``flax.__version__``/``jax.__version__`` or probes
+their APIs with ``hasattr``. Each shim is a thin function named by what it is for;
+its docstring starts with the release where the behaviour moved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import jax
+
+__all__ = [
+    "FLAX_VERSION",
+    "JAX_VERSION",
+    "HAS_BRIDGE",
+    "HAS_NNX",
+    "nnx",
+    "version_tuple",
+    "variable_array",
+    "params_as_dict",
+    "replace_params",
+    "module_with_params",
+    "to_nnx_wrapped_module",
+    "bridge_lazy_init",
+    "make_optimizer",
+    "rngs_from_seed",
+    "optimizer_update",
+    "linen_trainable",
+    "feature_support",
+]
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Parses ``"0.12.8"`` (or ``"0.10.0rc1"``, ``"0.4.35.dev2"``) into ``(0, 12, 8)``.
+
+    Raises:
+      ValueError: if ``version`` does not start with a dotted number.
+    """
+    match = re.match(r"^(\d+(?:\.\d+)*)", version)
+    if match is None:
+        raise ValueError(
+            f"version must start with a dotted number like '0.12.8', got {version!r}"
+        )
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+FLAX_VERSION: tuple[int, ...] = version_tuple(flax.__version__)
+JAX_VERSION: tuple[int, ...] = version_tuple(jax.__version__)
+
+# As of Flax 0.8.4 NNX lives at ``flax.nnx``; 0.8.0-0.8.3 had it at
+# ``flax.experimental.nnx`` with a different state API, which hybridcheck does not
+# support (pyproject's floor is 0.8.4).
+HAS_NNX: bool = FLAX_VERSION >= (0, 8, 4)
+if not HAS_NNX:  # pragma: no cover - guarded by the dependency floor
+    raise ImportError(
+        f"hybridcheck needs flax>=0.8.4 (the first release with flax.nnx); "
+        f"found flax {flax.__version__}. Upgrade flax together with a matching jax."
+    )
+
+from flax import nnx  # noqa: E402  (import after the version guard on purpose)
+
+# As of Flax 0.9.0 ``flax.nnx.bridge`` (ToNNX, ToLinen, to_linen, lazy_init) exists.
+HAS_BRIDGE: bool = FLAX_VERSION >= (0, 9, 0)
+
+
+def feature_support() -> dict[str, str | None]:
+    """Maps each optional feature to ``None`` (supported) or why it is not.
+
+    Used by the verifier to report an invariant or case as not applicable on an old
+    release instead of silently passing it.
+    """
+    return {
+        "bridge": None
+        if HAS_BRIDGE
+        else f"flax.nnx.bridge first appears in Flax 0.9.0 (found {flax.__version__})",
+    }
+
+
+def variable_array(variable: Any) -> jax.Array:
+    """Returns the array held by an nnx Variable (or passes a plain array through).
+
+    As of Flax 0.12.1 ``Variable.get_value()`` is the accessor and ``.value`` /
+    ``.raw_value`` emit a DeprecationWarning; before 0.12.1 ``.value`` is the
+    accessor. ``VariableState`` (Flax < 0.11 state leaves) also uses ``.value``.
+    """
+    if FLAX_VERSION >= (0, 12, 1) and hasattr(variable, "get_value"):
+        return variable.get_value()  # type: ignore[no-any-return]
+    if isinstance(variable, nnx.Variable) or _is_variable_state(variable):
+        return variable.value  # type: ignore[no-any-return]
+    return variable  # type: ignore[no-any-return]
+
+
+def rngs_from_seed(seed: Any) -> Any:
+    """Returns ``nnx.Rngs`` equal to ``nnx.Rngs(int(seed))`` for a traced int seed.
+
+    As of Flax 0.8.4 (through 0.12.8) ``nnx.Rngs(int)`` turns the int into
+    ``jax.random.key(int)``; an int *tracer* is rejected, so under ``jax.jit`` we
+    build the typed key ourselves. ``tests/test_compat.py`` checks both agree on
+    every release the matrix installs.
+    """
+    return nnx.Rngs(jax.random.key(seed))
+
+
+def _is_variable_state(obj: Any) -> bool:
+    # As of Flax 0.11 ``VariableState`` is gone (State holds Variables directly; the
+    # name survives as a deprecated alias, which must not be touched).
+    if FLAX_VERSION >= (0, 11, 0):
+        return False
+    return isinstance(obj, nnx.VariableState)
+
+
+def _state_to_dict(state: Any) -> Any:
+    if isinstance(state, Mapping):
+        return {key: _state_to_dict(value) for key, value in state.items()}
+    return variable_array(state)
+
+
+def params_as_dict(module: Any, filter: Any = None) -> dict[str, Any]:
+    """Returns an nnx Module's parameters as a nested plain ``dict`` of arrays.
+
+    As of Flax 0.10.4 ``nnx.to_pure_dict(state)`` does this (``State.to_pure_dict``
+    from 0.10.0, deprecated in 0.10.4); older releases have neither, so the state
+    mapping is walked by hand, which gives the same nested dict on every release.
+
+    Args:
+      module: an ``nnx.Module``.
+      filter: which variables to take (default ``nnx.Param``).
+    """
+    if not isinstance(module, nnx.Module):
+        raise TypeError(
+            f"module must be an nnx.Module, got {type(module).__name__}; for a Linen "
+            "module the params are already a dict: use variables['params']."
+        )
+    _, state, _ = nnx.split(  # type: ignore[misc]
+        module, nnx.Param if filter is None else filter, ...
+    )
+    return _state_to_dict(state)  # type: ignore[no-any-return]
+
+
+def replace_params(state: Any, params: Mapping[str, Any]) -> None:
+    """Writes a plain nested dict of arrays into an nnx ``State`` in place.
+
+    As of Flax 0.10.4 ``nnx.replace_by_pure_dict`` does this; before, the State's
+    leaves are set one by one (``VariableState.value``).
+    """
+    for key, value in params.items():
+        if key not in state:
+            raise ValueError(
+                f"params has key {key!r} that the module's state lacks; "
+                f"state keys: {sorted(map(str, state.keys()))}"
+            )
+        leaf = state[key]
+        if isinstance(value, Mapping):
+            replace_params(leaf, value)
+        elif FLAX_VERSION >= (0, 12, 1) and hasattr(leaf, "set_value"):
+            leaf.set_value(value)
+        elif isinstance(leaf, nnx.Variable) or _is_variable_state(leaf):
+            leaf.value = value
+        else:
+            state[key] = value
+
+
+def module_with_params(module: Any, params: Mapping[str, Any]) -> Any:
+    """Returns a new nnx Module equal to ``module`` but with ``params`` (pure dict).
+
+    The input module is not mutated. ``nnx.split``/``nnx.merge`` exist on every
+    supported release (0.8.4+); only the state-leaf accessors differ (see
+    :func:`replace_params`).
+    """
+    graphdef, state, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
+    state = jax.tree_util.tree_map(lambda x: x, state)  # a copy we may write into
+    replace_params(state, params)
+    return nnx.merge(graphdef, state, rest)
+
+
+def to_nnx_wrapped_module(wrapper: Any) -> Any:
+    """Returns the Linen module inside a ``bridge.ToNNX`` wrapper.
+
+    As of Flax 0.12.0 the attribute is ``to_nnx__module``; before it was ``module``.
+    """
+    if FLAX_VERSION >= (0, 12, 0):
+        return wrapper.to_nnx__module
+    return wrapper.module
+
+
+def bridge_lazy_init(wrapper: Any, *args: Any, **kwargs: Any) -> Any:
+    """Creates a ``bridge.ToNNX`` wrapper's variables by running it once.
+
+    As of Flax 0.9.0 ``nnx.bridge.lazy_init`` exists (with the bridge itself).
+    """
+    if not HAS_BRIDGE:
+        raise NotImplementedError(feature_support()["bridge"])
+    from flax.nnx import bridge
+
+    return bridge.lazy_init(wrapper, *args, **kwargs)
+
+
+def make_optimizer(model: Any, tx: Any, *, wrt: Any = None) -> Any:
+    """Builds ``nnx.Optimizer(model, tx, wrt=...)`` on every release.
+
+    As of Flax 0.11.0 ``wrt`` is required (a TypeError without it); before 0.11.0
+    the argument did not exist on some releases and the optimizer took all Params.
+    """
+    wrt = nnx.Param if wrt is None else wrt
+    if FLAX_VERSION >= (0, 11, 0):
+        return nnx.Optimizer(model, tx, wrt=wrt)
+    return nnx.Optimizer(model, tx)  # type: ignore[call-arg]
+
+
+def optimizer_update(optimizer: Any, model: Any, grads: Any) -> None:
+    """Applies ``grads`` with an ``nnx.Optimizer``.
+
+    As of Flax 0.11.0 the call is ``optimizer.update(model, grads)``; before it was
+    ``optimizer.update(grads)`` (the optimizer held the model).
+    """
+    if FLAX_VERSION >= (0, 11, 0):
+        optimizer.update(model, grads)
+    else:
+        optimizer.update(grads)
+
+
+def linen_trainable(variables: Mapping[str, Any]) -> Any:
+    """Returns the differentiable part of a Linen (or ``ToLinen``) variables dict.
+
+    As of Flax 0.10.6 ``ToLinen`` keeps everything under ``'params'``; 0.9.0-0.10.4
+    also had an ``'nnx'`` collection (boxed leaves in 0.9.0). Only ``'params'`` is
+    ever differentiated.
+    """
+    if "params" not in variables:
+        raise ValueError(
+            "variables must have a 'params' collection (the result of "
+            f"module.init(...)); got collections {sorted(variables)}"
+        )
+    params = variables["params"]
+    if FLAX_VERSION < (0, 10, 0):
+        from flax.core import meta
+
+        params = meta.unbox(params)
+    return params

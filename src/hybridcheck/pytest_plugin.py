@@ -1,0 +1,1 @@
+"""pytest integration for hybridcheck (see README: gating a migration PR)."""

@@ -1,0 +1,142 @@
+"""The compat layer, run under every (jax, flax) pair the matrix installs."""
+
+from __future__ import annotations
+
+import warnings
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybridcheck import compat
+from hybridcheck.compat import nnx
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0.12.8", (0, 12, 8)), ("0.10.0rc1", (0, 10, 0)), ("0.4.35.dev2", (0, 4, 35))],
+)
+def test_version_tuple(text, expected):
+    assert compat.version_tuple(text) == expected
+
+
+def test_version_tuple_rejects_garbage():
+    with pytest.raises(ValueError, match="version must start with a dotted number"):
+        compat.version_tuple("dev")
+
+
+def test_versions_are_the_installed_ones():
+    assert compat.FLAX_VERSION == compat.version_tuple(flax.__version__)
+    assert compat.JAX_VERSION == compat.version_tuple(jax.__version__)
+
+
+def test_variable_array_reads_without_deprecation_warning():
+    linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        kernel = compat.variable_array(linear.kernel)
+    assert isinstance(kernel, jax.Array)
+    chex.assert_shape(kernel, (3, 4))
+    plain = jnp.ones(2)
+    assert compat.variable_array(plain) is plain
+
+
+def test_rngs_from_seed_matches_int_rngs():
+    for seed in (0, 5, 2**31 - 2):
+        a = nnx.Linear(3, 4, rngs=nnx.Rngs(seed))
+        b = jax.jit(
+            lambda s: compat.params_as_dict(
+                nnx.Linear(3, 4, rngs=compat.rngs_from_seed(s))
+            )
+        )(jnp.int32(seed))
+        chex.assert_trees_all_equal(compat.params_as_dict(a), b)
+
+
+def test_params_as_dict_roundtrip_through_module_with_params():
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+    params = compat.params_as_dict(model)
+    assert set(params) == {"kernel", "bias"}
+    assert all(type(v) is not dict for v in params.values())
+    doubled = jax.tree.map(lambda p: 2 * p + 1, params)
+    new_model = compat.module_with_params(model, doubled)
+    chex.assert_trees_all_equal(compat.params_as_dict(new_model), doubled)
+    # The original is untouched.
+    chex.assert_trees_all_equal(compat.params_as_dict(model), params)
+    x = jnp.ones((3,))
+    np.testing.assert_allclose(
+        new_model(x), x @ doubled["kernel"] + doubled["bias"], rtol=1e-6
+    )
+
+
+def test_params_as_dict_nested_module():
+    class Two(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(2, 3, rngs=rngs)
+            self.b = nnx.Linear(3, 1, rngs=rngs)
+
+    params = compat.params_as_dict(Two(nnx.Rngs(0)))
+    assert jax.tree.map(jnp.shape, params) == {
+        "a": {"kernel": (2, 3), "bias": (3,)},
+        "b": {"kernel": (3, 1), "bias": (1,)},
+    }
+
+
+def test_params_as_dict_rejects_linen_module():
+    from flax import linen as nn
+
+    with pytest.raises(TypeError, match="module must be an nnx.Module"):
+        compat.params_as_dict(nn.Dense(3))
+
+
+def test_replace_params_rejects_unknown_key():
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+    with pytest.raises(ValueError, match="'oops'"):
+        compat.module_with_params(model, {"oops": jnp.ones(2)})
+
+
+def test_linen_trainable_requires_params_collection():
+    with pytest.raises(ValueError, match="must have a 'params' collection"):
+        compat.linen_trainable({"batch_stats": {}})
+
+
+def test_feature_support_reports_bridge():
+    support = compat.feature_support()
+    if compat.FLAX_VERSION >= (0, 9, 0):
+        assert support["bridge"] is None
+    else:
+        assert "0.9.0" in str(support["bridge"])
+
+
+@pytest.mark.skipif(not compat.HAS_BRIDGE, reason="flax.nnx.bridge needs Flax 0.9.0+")
+def test_bridge_to_nnx_wrapped_module_and_lazy_init():
+    from flax import linen as nn
+    from flax.nnx import bridge
+
+    dense = nn.Dense(3)
+    wrapper = bridge.ToNNX(dense, rngs=nnx.Rngs(0))
+    assert compat.to_nnx_wrapped_module(wrapper) is dense
+    compat.bridge_lazy_init(wrapper, jnp.ones((1, 2)))
+    params = compat.params_as_dict(wrapper)
+    # The nesting moved between releases (flat on 0.12, under 'params' before:
+    # FAILURE-MODES #10); the leaves themselves did not.
+    leaves = {
+        jax.tree_util.keystr(path[-1:]): leaf.shape
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
+    assert leaves == {"['kernel']": (2, 3), "['bias']": (3,)}
+
+
+def test_make_optimizer_and_update_take_one_sgd_step():
+    optax = pytest.importorskip("optax")
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    before = compat.params_as_dict(model)
+    optimizer = compat.make_optimizer(model, optax.sgd(0.5))
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((2,)))))(model)
+    compat.optimizer_update(optimizer, model, grads)
+    after = compat.params_as_dict(model)
+    chex.assert_trees_all_close(
+        after, jax.tree.map(lambda p: p - 0.5 * jnp.ones_like(p), before), rtol=1e-6
+    )
