@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import os
 
-import jax
-import pytest
-from hypothesis import HealthCheck, settings
+# Sharding invariants need several devices; forced host CPU devices are enough. This
+# must happen before JAX initialises its backends (nothing above imports jax).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Broadcasting a (N, k) array against (k,) must be explicit in our code, so a silent
 # rank promotion in a step shows up as an error here.

@@ -32,6 +32,7 @@ __all__ = [
     "optimizer_update",
     "linen_trainable",
     "feature_support",
+    "enable_x64",
 ]
 
 
@@ -242,3 +243,16 @@ def linen_trainable(variables: Mapping[str, Any]) -> Any:
 
         params = meta.unbox(params)
     return params
+
+
+def enable_x64() -> Any:
+    """Returns a context manager under which JAX computes in 64 bits.
+
+    As of JAX 0.8 (roughly) ``jax.enable_x64(True)`` is that context manager and
+    ``jax.experimental.enable_x64`` is gone; older JAX has only the experimental one.
+    """
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as _enable_x64  # type: ignore[attr-defined]
+
+    return _enable_x64()

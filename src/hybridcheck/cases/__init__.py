@@ -1,0 +1,1 @@
+"""Built-in hybrid models (cases) that hybridcheck verifies out of the box."""

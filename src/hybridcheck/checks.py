@@ -1,0 +1,277 @@
+"""Each invariant applied to a step under test on one example.
+
+A :class:`Subject` is what is checked: a loss over parameters-by-half and a train
+step. ``CHECKS`` maps each invariant name to a function ``(subject, example) ->
+None`` that computes what that invariant needs (gradients, a float64 replay, an
+eager run, a sharded run) and calls the assertion from :mod:`hybridcheck.invariants`.
+Property tests and :func:`hybridcheck.verify` both drive these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybridcheck import compat, invariants, sharding
+from hybridcheck._typing import PyTree
+from hybridcheck.tracing import TraceCounter
+
+__all__ = [
+    "Subject",
+    "Example",
+    "CHECKS",
+    "CROSS_EXAMPLE_CHECKS",
+    "labelled",
+    "unlabel",
+]
+
+
+class Example(NamedTuple):
+    """One drawn input: parameters by half, a batch, a learning rate."""
+
+    params: Any
+    batch: Any
+    lr: float
+
+
+@dataclasses.dataclass
+class Subject:
+    """A hybrid model's loss and the training step under test.
+
+    Attributes:
+      loss: ``loss(params, batch) -> scalar``; params hold one pytree per half.
+      step: ``step(params, batch, lr) -> new_params``.
+      halves: labels of the halves, in order (used when params is a plain tuple).
+      sgd: the step is plain SGD (``p - lr * g``): enables the exact-update and
+        first-order invariants. Other optimizers still get descent and the rest.
+      frozen: ``frozen(half, leaf_path) -> bool`` for leaves frozen on purpose.
+    """
+
+    loss: Callable[[Any, Any], Any]
+    step: Callable[[Any, Any, Any], Any]
+    halves: tuple[str, ...]
+    sgd: bool = True
+    frozen: Callable[[str, str], bool] | None = None
+    traced: TraceCounter = dataclasses.field(init=False)
+    jitted: Callable[..., Any] = dataclasses.field(init=False)
+    grad_fn: Callable[..., Any] = dataclasses.field(init=False)
+    shapes_seen: set[Any] = dataclasses.field(init=False, default_factory=set)
+    grads_seen: list[Any] = dataclasses.field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not callable(self.loss) or not callable(self.step):
+            raise TypeError("Subject.loss and Subject.step must be callables")
+        self.traced = TraceCounter(self.step)
+        self.jitted = jax.jit(self.traced)
+        self.grad_fn = jax.jit(jax.grad(self.loss))
+
+    def run_jitted(self, e: Example) -> Any:
+        """The step under ``jax.jit``, recording the input shapes for the budget."""
+        self.shapes_seen.add(str(_shape_key(e)))
+        return self.jitted(e.params, e.batch, e.lr)
+
+
+def labelled(subject: Subject, tree: Any) -> dict[str, PyTree]:
+    """``{half label: pytree}`` for params/grads given as NamedTuple, dict or tuple."""
+    if isinstance(tree, tuple) and hasattr(tree, "_asdict"):
+        return dict(tree._asdict())
+    if isinstance(tree, dict):
+        return {str(k): v for k, v in tree.items()}
+    if isinstance(tree, tuple | list) and len(tree) == len(subject.halves):
+        return dict(zip(subject.halves, tree, strict=True))
+    raise TypeError(
+        f"params must be one pytree per half {subject.halves} (tuple, NamedTuple or "
+        f"dict), got {type(tree).__name__}"
+    )
+
+
+def _to64(tree: PyTree) -> PyTree:
+    def cast(x: Any) -> Any:
+        arr = jnp.asarray(x)
+        return (
+            arr.astype(jnp.float64) if jnp.issubdtype(arr.dtype, jnp.floating) else arr
+        )
+
+    return jax.tree.map(cast, tree)
+
+
+def _shape_key(example: Example) -> Any:
+    return jax.tree.map(
+        lambda x: (np.shape(x), str(jnp.result_type(x))),
+        (example.params, example.batch),
+    )
+
+
+def check_structure(s: Subject, e: Example) -> None:
+    g = s.grad_fn(e.params, e.batch)
+    invariants.assert_grads_match_params(labelled(s, e.params), labelled(s, g))
+    new = s.run_jitted(e)
+    invariants.assert_grads_match_params(labelled(s, e.params), labelled(s, new))
+
+
+def check_update(s: Subject, e: Example) -> None:
+    g = s.grad_fn(e.params, e.batch)
+    s.grads_seen.append(jax.tree.map(np.asarray, g))
+    new = s.run_jitted(e)
+    invariants.assert_update_changes_exactly_graded_leaves(
+        labelled(s, e.params), labelled(s, new), labelled(s, g), lr=e.lr
+    )
+
+
+_SMALLEST_LR = 1e-6
+
+
+def check_first_order(s: Subject, e: Example) -> None:
+    if not s.sgd:
+        raise invariants.InvariantNotApplicable("the step is not plain SGD")
+    with compat.enable_x64():
+        params, batch = _to64(e.params), _to64(e.batch)
+        grad = jax.jit(jax.grad(s.loss))
+        g = grad(params, batch)
+        sq = float(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)))
+        # The limit lr -> 0 is only reachable in floats if no kink (a ReLU input near
+        # 0) lies within the smallest step. Probe along *our* SGD direction, so the
+        # verdict depends on the loss landscape only, never on the step under test.
+        probe = jax.tree.map(lambda p, d: p - _SMALLEST_LR * d, params, g)
+        jump = float(
+            sum(
+                jnp.sum(jnp.square(a - b))
+                for a, b in zip(
+                    jax.tree.leaves(grad(probe, batch)), jax.tree.leaves(g), strict=True
+                )
+            )
+        )
+        if jump > 1e-6 * sq:
+            raise invariants.InvariantNotApplicable(
+                f"the gradient jumps within a step of {_SMALLEST_LR:g} (a kink is in "
+                "reach): the first-order limit cannot be observed at this example"
+            )
+        step = jax.jit(s.step)
+
+        def loss_at(lr: float) -> float:
+            if lr == 0.0:
+                return float(s.loss(params, batch))
+            return float(s.loss(step(params, batch, jnp.float64(lr)), batch))
+
+        invariants.assert_loss_decrease_first_order(
+            loss_at, sq, loss_scale=abs(loss_at(0.0))
+        )
+
+
+def check_descent(s: Subject, e: Example) -> None:
+    g = s.grad_fn(e.params, e.batch)
+    new = s.run_jitted(e)
+    invariants.assert_update_is_descent(
+        labelled(s, e.params), labelled(s, new), labelled(s, g)
+    )
+
+
+def check_sgd_update(s: Subject, e: Example) -> None:
+    if not s.sgd:
+        raise invariants.InvariantNotApplicable("the step is not plain SGD")
+    g = s.grad_fn(e.params, e.batch)
+    new = s.run_jitted(e)
+    invariants.assert_sgd_update(
+        labelled(s, e.params), labelled(s, new), labelled(s, g), lr=e.lr
+    )
+
+
+def check_jit_eager(s: Subject, e: Example) -> None:
+    with jax.disable_jit():
+        eager = s.step(e.params, e.batch, e.lr)
+    jitted = s.run_jitted(e)
+    invariants.assert_trees_close_jit_eager(eager, jitted)
+
+
+def unlabel(subject: Subject, like: Any, halves: dict[str, PyTree]) -> Any:
+    """Inverse of :func:`labelled`: rebuild the container type of ``like``."""
+    if isinstance(like, tuple) and hasattr(like, "_asdict"):
+        return type(like)(**halves)
+    if isinstance(like, dict):
+        return dict(halves)
+    return type(like)(halves[h] for h in subject.halves)
+
+
+def check_finite_differences(s: Subject, e: Example) -> None:
+    with compat.enable_x64():
+        params, batch = labelled(s, _to64(e.params)), _to64(e.batch)
+
+        def loss_of(label: str) -> Callable[[PyTree], Any]:
+            def f(half: PyTree) -> Any:
+                return s.loss(unlabel(s, e.params, {**params, label: half}), batch)
+
+            return f
+
+        invariants.assert_grads_match_finite_differences(
+            {label: loss_of(label) for label in params}, params
+        )
+
+
+def check_deterministic(s: Subject, e: Example) -> None:
+    first = s.run_jitted(e)
+    second = s.run_jitted(e)
+    invariants.assert_bitwise_deterministic(first, second)
+    with jax.disable_jit():
+        first = s.step(e.params, e.batch, e.lr)
+        second = s.step(e.params, e.batch, e.lr)
+    invariants.assert_bitwise_deterministic(first, second)
+
+
+def check_finite(s: Subject, e: Example) -> None:
+    new = s.run_jitted(e)
+    invariants.assert_all_finite(labelled(s, new), what="new_params")
+    invariants.assert_all_finite({"loss": s.loss(new, e.batch)}, what="")
+
+
+def check_inputs_unchanged(s: Subject, e: Example) -> None:
+    snapshot = jax.tree.map(lambda x: np.array(x, copy=True), (e.params, e.batch))
+    s.run_jitted(e)
+    with jax.disable_jit():
+        s.step(e.params, e.batch, e.lr)
+    invariants.assert_inputs_unchanged(snapshot, (e.params, e.batch))
+
+
+def check_retrace_budget(s: Subject, e: Example) -> None:
+    s.run_jitted(e)
+    # Eager runs elsewhere call ``s.step`` itself, so ``traced`` counts jit traces.
+    invariants.assert_traces_within(s.traced.count, len(s.shapes_seen))
+
+
+def check_sharded(s: Subject, e: Example) -> None:
+    single = s.run_jitted(e)
+    sharded = sharding.run_data_parallel(s.step, e.params, e.batch, jnp.float32(e.lr))
+    invariants.assert_sharded_matches_single_device(single, sharded)
+
+
+def check_gradient_flow(s: Subject) -> None:
+    """Cross-example: every half/leaf got a nonzero gradient on some example."""
+    if not s.grads_seen:
+        raise invariants.InvariantNotApplicable("no example reached the update check")
+    invariants.assert_every_half_gets_gradient(
+        [labelled(s, g) for g in s.grads_seen], frozen=s.frozen
+    )
+
+
+CHECKS: dict[str, Callable[[Subject, Example], None]] = {
+    "grads_match_params": check_structure,
+    "update_changes_exactly_graded_leaves": check_update,
+    "loss_decrease_first_order": check_first_order,
+    "update_is_descent": check_descent,
+    "sgd_update": check_sgd_update,
+    "jit_matches_eager": check_jit_eager,
+    "grads_match_finite_differences": check_finite_differences,
+    "deterministic": check_deterministic,
+    "all_finite": check_finite,
+    "inputs_unchanged": check_inputs_unchanged,
+    "retrace_budget": check_retrace_budget,
+    "sharded_matches_single_device": check_sharded,
+}
+
+CROSS_EXAMPLE_CHECKS: dict[str, Callable[[Subject], None]] = {
+    "every_half_gets_gradient": check_gradient_flow,
+}

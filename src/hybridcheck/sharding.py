@@ -1,0 +1,62 @@
+"""Running a step data-parallel over several devices (forced host CPUs suffice)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hybridcheck.invariants import InvariantNotApplicable
+
+__all__ = ["run_data_parallel"]
+
+FORCE_DEVICES_HINT = (
+    "set XLA_FLAGS=--xla_force_host_platform_device_count=4 before JAX is imported "
+    "(`nox -s multidevice` does)"
+)
+
+
+def run_data_parallel(
+    step: Callable[..., Any],
+    params: Any,
+    batch: Any,
+    *args: Any,
+    n_devices: int | None = None,
+) -> Any:
+    """Runs ``jax.jit(step)(params, batch, *args)`` with the batch sharded on axis 0.
+
+    Params and ``args`` are replicated; every batch leaf is split along its first
+    axis over a 1-D ``('data',)`` mesh of ``n_devices`` (default: all, capped at the
+    largest count that divides the batch).
+
+    Raises:
+      InvariantNotApplicable: fewer than 2 devices, or a batch that cannot be split.
+    """
+    devices = jax.devices()
+    if len(devices) < 2:
+        raise InvariantNotApplicable(
+            f"only {len(devices)} device; {FORCE_DEVICES_HINT}"
+        )
+    leaves = jax.tree.leaves(batch)
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise InvariantNotApplicable(
+            "batch leaves need a common leading (batch) axis to shard; got leading "
+            f"sizes {sorted(map(str, sizes))}"
+        )
+    size: int = next(iter(sizes))  # type: ignore[assignment]
+    n = n_devices or max(d for d in range(1, len(devices) + 1) if size % d == 0)
+    if n < 2 or size % n:
+        raise InvariantNotApplicable(
+            f"batch size {size} does not split over {len(devices)} devices"
+        )
+    mesh = Mesh(np.array(devices[:n]), ("data",))
+    data = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded_batch = jax.device_put(batch, data)
+    rep_params = jax.device_put(params, replicated)
+    rep_args = jax.device_put(args, replicated)
+    return jax.jit(step)(rep_params, sharded_batch, *rep_args)
