@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -37,6 +39,9 @@ def test_bucket_count_matches_defaults():
     assert hst.shape_bucket_count() == 3 * 2 * 3
 
 
+BAD_BATCH: Any = (2.5,)
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [
@@ -44,7 +49,7 @@ def test_bucket_count_matches_defaults():
         (lambda: hst.learning_rates(min_value=0.0), "0 < min_value"),
         (lambda: hst.feature_sizes(buckets=()), "at least one size"),
         (lambda: hst.feature_sizes(buckets=(0,)), "positive ints"),
-        (lambda: hst.batch_sizes(buckets=(2.5,))  # type: ignore[arg-type], "positive ints or None"),
+        (lambda: hst.batch_sizes(buckets=BAD_BATCH), "positive ints or None"),
         (lambda: hst.bounded_arrays((2,), max_magnitude=float("inf")), "finite"),
         (lambda: hst.seed_examples(in_buckets=(True,)), "positive ints"),
     ],
