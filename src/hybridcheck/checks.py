@@ -50,6 +50,8 @@ class Subject:
       sgd: the step is plain SGD (``p - lr * g``): enables the exact-update and
         first-order invariants. Other optimizers still get descent and the rest.
       frozen: ``frozen(half, leaf_path) -> bool`` for leaves frozen on purpose.
+      non_trainable: halves holding state (BatchNorm statistics), left out of the
+        gradient and update invariants.
     """
 
     loss: Callable[[Any, Any], Any]
@@ -57,9 +59,12 @@ class Subject:
     halves: tuple[str, ...]
     sgd: bool = True
     frozen: Callable[[str, str], bool] | None = None
+    non_trainable: tuple[str, ...] = ()
     traced: TraceCounter = dataclasses.field(init=False)
     jitted: Callable[..., Any] = dataclasses.field(init=False)
     grad_fn: Callable[..., Any] = dataclasses.field(init=False)
+    step64: Callable[..., Any] = dataclasses.field(init=False)
+    loss64: Callable[..., Any] = dataclasses.field(init=False)
     shapes_seen: set[Any] = dataclasses.field(init=False, default_factory=set)
     grads_seen: list[Any] = dataclasses.field(init=False, default_factory=list)
 
@@ -69,6 +74,10 @@ class Subject:
         self.traced = TraceCounter(self.step)
         self.jitted = jax.jit(self.traced)
         self.grad_fn = jax.jit(jax.grad(self.loss))
+        # Separate jit objects for the float64 replays, so their traces do not count
+        # against the float32 step's retrace budget.
+        self.step64 = jax.jit(lambda p, b, lr: self.step(p, b, lr))
+        self.loss64 = jax.jit(lambda p, b: self.loss(p, b))
 
     def run_jitted(self, e: Example) -> Any:
         """The step under ``jax.jit``, recording the input shapes for the budget."""
@@ -88,6 +97,15 @@ def labelled(subject: Subject, tree: Any) -> dict[str, PyTree]:
         f"params must be one pytree per half {subject.halves} (tuple, NamedTuple or "
         f"dict), got {type(tree).__name__}"
     )
+
+
+def trainable(subject: Subject, tree: Any) -> dict[str, PyTree]:
+    """:func:`labelled` without the non-trainable halves."""
+    return {
+        k: v
+        for k, v in labelled(subject, tree).items()
+        if k not in subject.non_trainable
+    }
 
 
 def _to64(tree: PyTree) -> PyTree:
@@ -119,7 +137,7 @@ def check_update(s: Subject, e: Example) -> None:
     s.grads_seen.append(jax.tree.map(np.asarray, g))
     new = s.run_jitted(e)
     invariants.assert_update_changes_exactly_graded_leaves(
-        labelled(s, e.params), labelled(s, new), labelled(s, g), lr=e.lr
+        trainable(s, e.params), trainable(s, new), trainable(s, g), lr=e.lr
     )
 
 
@@ -131,7 +149,7 @@ def check_first_order(s: Subject, e: Example) -> None:
         raise invariants.InvariantNotApplicable("the step is not plain SGD")
     with compat.enable_x64():
         params, batch = _to64(e.params), _to64(e.batch)
-        grad = jax.jit(jax.grad(s.loss))
+        grad = s.grad_fn
         g = grad(params, batch)
         sq = float(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)))
         # The limit lr -> 0 is only reachable in floats if no kink (a ReLU input near
@@ -151,12 +169,11 @@ def check_first_order(s: Subject, e: Example) -> None:
                 f"the gradient jumps within a step of {_SMALLEST_LR:g} (a kink is in "
                 "reach): the first-order limit cannot be observed at this example"
             )
-        step = jax.jit(s.step)
 
         def loss_at(lr: float) -> float:
             if lr == 0.0:
-                return float(s.loss(params, batch))
-            return float(s.loss(step(params, batch, jnp.float64(lr)), batch))
+                return float(s.loss64(params, batch))
+            return float(s.loss64(s.step64(params, batch, jnp.float64(lr)), batch))
 
         invariants.assert_loss_decrease_first_order(
             loss_at, sq, loss_scale=abs(loss_at(0.0))
@@ -167,7 +184,7 @@ def check_descent(s: Subject, e: Example) -> None:
     g = s.grad_fn(e.params, e.batch)
     new = s.run_jitted(e)
     invariants.assert_update_is_descent(
-        labelled(s, e.params), labelled(s, new), labelled(s, g)
+        trainable(s, e.params), trainable(s, new), trainable(s, g)
     )
 
 
@@ -177,7 +194,7 @@ def check_sgd_update(s: Subject, e: Example) -> None:
     g = s.grad_fn(e.params, e.batch)
     new = s.run_jitted(e)
     invariants.assert_sgd_update(
-        labelled(s, e.params), labelled(s, new), labelled(s, g), lr=e.lr
+        trainable(s, e.params), trainable(s, new), trainable(s, g), lr=e.lr
     )
 
 
@@ -185,7 +202,10 @@ def check_jit_eager(s: Subject, e: Example) -> None:
     with jax.disable_jit():
         eager = s.step(e.params, e.batch, e.lr)
     jitted = s.run_jitted(e)
-    invariants.assert_trees_close_jit_eager(eager, jitted)
+    losses = [s.loss64(p, e.batch) for p in (e.params, eager, jitted)]
+    invariants.assert_trees_close_jit_eager(
+        eager, jitted, old=e.params, losses=tuple(float(x) for x in losses)
+    )
 
 
 def unlabel(subject: Subject, like: Any, halves: dict[str, PyTree]) -> Any:
@@ -200,16 +220,28 @@ def unlabel(subject: Subject, like: Any, halves: dict[str, PyTree]) -> Any:
 def check_finite_differences(s: Subject, e: Example) -> None:
     with compat.enable_x64():
         params, batch = labelled(s, _to64(e.params)), _to64(e.batch)
-
-        def loss_of(label: str) -> Callable[[PyTree], Any]:
-            def f(half: PyTree) -> Any:
-                return s.loss(unlabel(s, e.params, {**params, label: half}), batch)
-
-            return f
-
+        train = {k: v for k, v in params.items() if k not in s.non_trainable}
+        fd_loss = _fd_loss(s, e.params)
         invariants.assert_grads_match_finite_differences(
-            {label: loss_of(label) for label in params}, params
+            {
+                label: (lambda half, label=label: fd_loss(label, half, params, batch))
+                for label in train
+            },
+            train,
         )
+
+
+def _fd_loss(s: Subject, like: Any) -> Callable[..., Any]:
+    """``f(label, half, all_halves, batch)``, jitted once per subject (label static)."""
+    cached = getattr(s, "_fd_loss", None)
+    if cached is None:
+
+        def f(label: str, half: PyTree, halves: dict[str, PyTree], batch: Any) -> Any:
+            return s.loss(unlabel(s, like, {**halves, label: half}), batch)
+
+        cached = jax.jit(f, static_argnums=0)
+        s._fd_loss = cached  # type: ignore[attr-defined]
+    return cached  # type: ignore[no-any-return]
 
 
 def check_deterministic(s: Subject, e: Example) -> None:

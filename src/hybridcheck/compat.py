@@ -8,7 +8,7 @@ its docstring starts with the release where the behaviour moved.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax
@@ -25,6 +25,8 @@ __all__ = [
     "params_as_dict",
     "replace_params",
     "module_with_params",
+    "module_with_state",
+    "state_as_dict",
     "to_nnx_wrapped_module",
     "bridge_lazy_init",
     "make_optimizer",
@@ -177,6 +179,30 @@ def module_with_params(module: Any, params: Mapping[str, Any]) -> Any:
     state = jax.tree_util.tree_map(lambda x: x, state)  # a copy we may write into
     replace_params(state, params)
     return nnx.merge(graphdef, state, rest)
+
+
+def state_as_dict(module: Any, filter: Any) -> dict[str, Any]:
+    """Like :func:`params_as_dict` for any variable type (e.g. ``nnx.BatchStat``)."""
+    return params_as_dict(module, filter)
+
+
+def module_with_state(
+    module: Any, parts: Sequence[tuple[Any, Mapping[str, Any]]]
+) -> Any:
+    """A new nnx Module with several variable types replaced from plain dicts.
+
+    ``parts`` is ``[(nnx.Param, params), (nnx.BatchStat, stats), ...]``. Everything
+    else (RNG streams, counters) is taken from ``module``. Same release notes as
+    :func:`module_with_params`.
+    """
+    filters = [f for f, _ in parts]
+    graphdef, *states, rest = nnx.split(module, *filters, ...)
+    new_states = []
+    for state, (_, values) in zip(states, parts, strict=True):
+        state = jax.tree_util.tree_map(lambda x: x, state)
+        replace_params(state, values)
+        new_states.append(state)
+    return nnx.merge(graphdef, *new_states, rest)
 
 
 def to_nnx_wrapped_module(wrapper: Any) -> Any:

@@ -40,14 +40,15 @@ def run_data_parallel(
         raise InvariantNotApplicable(
             f"only {len(devices)} device; {FORCE_DEVICES_HINT}"
         )
-    leaves = jax.tree.leaves(batch)
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
-    if len(sizes) != 1 or None in sizes:
+    leaves = [leaf for leaf in jax.tree.leaves(batch) if np.ndim(leaf) >= 1]
+    # The batch axis is the leading axis of the first leaf of rank >= 2 (data such as
+    # (B, F) or (B, T)); rank-1 leaves of another length (a raw PRNG key) replicate.
+    ranked = [leaf for leaf in leaves if np.ndim(leaf) >= 2]
+    if not ranked:
         raise InvariantNotApplicable(
-            "batch leaves need a common leading (batch) axis to shard; got leading "
-            f"sizes {sorted(map(str, sizes))}"
+            "unbatched example: no array of rank >= 2 to split along a batch axis"
         )
-    size: int = next(iter(sizes))  # type: ignore[assignment]
+    size = int(np.shape(ranked[0])[0])
     n = n_devices or max(d for d in range(1, len(devices) + 1) if size % d == 0)
     if n < 2 or size % n:
         raise InvariantNotApplicable(
@@ -56,7 +57,13 @@ def run_data_parallel(
     mesh = Mesh(np.array(devices[:n]), ("data",))
     data = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    sharded_batch = jax.device_put(batch, data)
+    sharded_batch = jax.tree.map(
+        lambda leaf: jax.device_put(
+            leaf,
+            data if np.ndim(leaf) >= 1 and np.shape(leaf)[0] == size else replicated,
+        ),
+        batch,
+    )
     rep_params = jax.device_put(params, replicated)
     rep_args = jax.device_put(args, replicated)
     return jax.jit(step)(rep_params, sharded_batch, *rep_args)

@@ -1,0 +1,195 @@
+"""HybridCase: how a user describes their hybrid model and train step."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+from hypothesis import strategies as st
+
+from hybridcheck import strategies as hst
+from hybridcheck.checks import Example, Subject
+
+__all__ = ["HybridCase", "sgd_step"]
+
+ExtraCheck = Callable[[Any, Any, float], None]
+
+
+def sgd_step(
+    loss: Callable[[Any, Any], Any], trainable: Sequence[bool] | None = None
+) -> Callable[[Any, Any, Any], Any]:
+    """The library's reference step: ``p - lr * grad`` on every trainable half."""
+
+    def step(params: Any, batch: Any, lr: Any) -> Any:
+        grads = jax.grad(loss)(params, batch)
+        if trainable is None:
+            return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+        return type(params)(
+            jax.tree.map(lambda p, g: p - lr * g, p_half, g_half) if train else p_half
+            for p_half, g_half, train in zip(params, grads, trainable, strict=True)
+        )
+
+    return step
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridCase:
+    """A hybrid model, its loss, its data and the training step under test.
+
+    Attributes:
+      name: short identifier shown in reports (``"nnx-mlp->linen-head"``).
+      init: ``init(key) -> params`` with one pytree per half: a tuple (labelled by
+        ``halves``), a NamedTuple or a dict ``{label: pytree}``. Pull nnx params out
+        with ``hybridcheck.compat.params_as_dict(module)``; Linen params are
+        ``variables['params']``.
+      loss: ``loss(params, batch) -> scalar``; pure; the params of *every* half must
+        be read from ``params`` (closing over one half is exactly the bug we catch).
+      batches: a Hypothesis strategy of batches, or ``batch_fn(key) -> batch``.
+        A batch is any pytree; RNG keys for Dropout go in the batch.
+      step: ``step(params, batch, lr) -> new_params``, the user's own train step.
+        ``None``: the library's SGD step (then ``sgd`` is implied).
+      halves: labels for a tuple ``params`` (default ``half0, half1, ...``).
+      non_trainable: labels of halves that hold state, not parameters (BatchNorm
+        statistics): no gradient invariants for them; the step must still return
+        them with the same structure, finite and deterministic.
+      lr: learning rates to draw: a strategy or one float.
+      sgd: whether ``step`` is plain SGD (enables exact-update and first-order
+        checks). Default: ``step is None``.
+      frozen: ``frozen(half, leaf_path) -> bool``: leaves untrained on purpose.
+      extra_checks: ``{name: check(params, batch, lr)}``, case-specific invariants
+        (raise ``AssertionError`` to fail).
+      param_seeds: how many distinct ``init`` keys to draw from (inits are cached).
+      description: one line for ``--list``.
+
+    Example:
+      >>> case = HybridCase(
+      ...     name="mine", init=init, loss=loss, halves=("nnx", "linen"),
+      ...     batches=hnp.arrays(np.float32, (4, 3)).map(lambda x: (x, x[:, :1])),
+      ... )
+      >>> hybridcheck.verify(case).ok
+    """
+
+    name: str
+    init: Callable[[jax.Array], Any]
+    loss: Callable[[Any, Any], Any]
+    batches: st.SearchStrategy[Any] | Callable[[jax.Array], Any]
+    step: Callable[[Any, Any, Any], Any] | None = None
+    halves: tuple[str, ...] | None = None
+    non_trainable: tuple[str, ...] = ()
+    lr: st.SearchStrategy[float] | float | None = None
+    sgd: bool | None = None
+    frozen: Callable[[str, str], bool] | None = None
+    extra_checks: Mapping[str, ExtraCheck] = dataclasses.field(default_factory=dict)
+    param_seeds: int = 8
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        for field in ("init", "loss"):
+            if not callable(getattr(self, field)):
+                raise TypeError(
+                    f"HybridCase({self.name!r}).{field} must be callable, got "
+                    f"{type(getattr(self, field)).__name__}"
+                )
+        if not (isinstance(self.batches, st.SearchStrategy) or callable(self.batches)):
+            raise TypeError(
+                f"HybridCase({self.name!r}).batches must be a Hypothesis strategy or "
+                f"a function key -> batch, got {type(self.batches).__name__}"
+            )
+        if self.step is not None and not callable(self.step):
+            raise TypeError(f"HybridCase({self.name!r}).step must be callable or None")
+        if self.non_trainable and self.step is None:
+            raise ValueError(
+                f"HybridCase({self.name!r}) has non-trainable halves "
+                f"{self.non_trainable} but no step: the library cannot know how "
+                "your state is updated; pass step=your_train_step"
+            )
+        if self.param_seeds < 1:
+            raise ValueError(f"param_seeds must be >= 1, got {self.param_seeds}")
+        if isinstance(self.lr, float | int) and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    # -- what the verifier needs -------------------------------------------------
+
+    def labels(self, params: Any) -> tuple[str, ...]:
+        """Half labels for ``params`` (from the container, else ``halves``)."""
+        if isinstance(params, tuple) and hasattr(params, "_asdict"):
+            return tuple(params._fields)
+        if isinstance(params, Mapping):
+            return tuple(str(k) for k in params)
+        if isinstance(params, tuple | list):
+            if self.halves is not None:
+                if len(self.halves) != len(params):
+                    raise ValueError(
+                        f"HybridCase({self.name!r}).halves names {len(self.halves)} "
+                        f"halves but init returned {len(params)}"
+                    )
+                return self.halves
+            return tuple(f"half{i}" for i in range(len(params)))
+        raise TypeError(
+            f"HybridCase({self.name!r}).init must return one pytree per half (tuple, "
+            f"NamedTuple or dict), got {type(params).__name__}"
+        )
+
+    def subject(self, example_params: Any) -> Subject:
+        """A fresh :class:`Subject` for this case (own jit cache and counters)."""
+        labels = self.labels(example_params)
+        if len(labels) < 2:
+            raise ValueError(
+                f"HybridCase({self.name!r}) has {len(labels)} half; a hybrid model "
+                "needs at least two (e.g. 'nnx' and 'linen')"
+            )
+        unknown = set(self.non_trainable) - set(labels)
+        if unknown:
+            raise ValueError(
+                f"non_trainable names {sorted(unknown)}, not among halves {labels}"
+            )
+        step = self.step
+        if step is None:
+            step = sgd_step(self.loss)
+        is_state = set(self.non_trainable)
+        user_frozen = self.frozen
+
+        def frozen(half: str, path: str) -> bool:
+            return half in is_state or bool(user_frozen and user_frozen(half, path))
+
+        return Subject(
+            loss=self.loss,
+            step=step,
+            halves=labels,
+            sgd=self.step is None if self.sgd is None else self.sgd,
+            frozen=frozen,
+            non_trainable=tuple(self.non_trainable),
+        )
+
+    def lr_strategy(self) -> st.SearchStrategy[float]:
+        if self.lr is None:
+            return hst.learning_rates(min_value=1e-3, max_value=0.1)
+        if isinstance(self.lr, st.SearchStrategy):
+            return self.lr
+        return st.just(float(self.lr))
+
+    def batch_strategy(self) -> st.SearchStrategy[Any]:
+        if isinstance(self.batches, st.SearchStrategy):
+            return self.batches
+        batch_fn = self.batches
+        return st.integers(0, 2**31 - 1).map(lambda s: batch_fn(jax.random.PRNGKey(s)))
+
+    def examples(self) -> st.SearchStrategy[Example]:
+        """Examples: params from one of ``param_seeds`` cached inits, a batch, an lr."""
+        cache: dict[int, Any] = {}
+
+        def params_for(seed: int) -> Any:
+            if seed not in cache:
+                cache[seed] = self.init(jax.random.PRNGKey(seed))
+            return cache[seed]
+
+        return st.builds(
+            Example,
+            st.integers(0, self.param_seeds - 1).map(params_for),
+            self.batch_strategy(),
+            self.lr_strategy(),
+        )
