@@ -17,3 +17,6 @@ def seed_example() -> tuple[float, jnp.ndarray, jnp.ndarray, float]:
 @pytest.fixture
 def seed_params() -> hc.HybridParams:
     return hc.init_params(0, 3, 2)
+
+
+pytest_plugins = ["pytester"]

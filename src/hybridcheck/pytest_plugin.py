@@ -1,1 +1,90 @@
-"""pytest integration for hybridcheck (see README: gating a migration PR)."""
+"""pytest integration: gate a migration PR from your own test suite.
+
+In a test file of yours (three lines)::
+
+    from hybridcheck.pytest_plugin import invariant_tests
+    from mymodel.hybrid import CASE
+    test_hybrid = invariant_tests(CASE)
+
+pytest then shows one test per invariant per case
+(``test_hybrid[my-case-update_is_descent]``), failing with hybridcheck's message and
+the shrunk counterexample; an invariant that does not apply is a skip with the reason.
+``--hybridcheck-profile=dev|ci|thorough`` picks the number of examples (default: ci).
+
+This module is loaded by pytest at start-up (entry point ``pytest11``), so it must
+not touch JAX's backends at import: conftest files may still set ``XLA_FLAGS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+
+__all__ = ["invariant_tests"]
+
+_PROFILE_KEY = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hybridcheck")
+    group.addoption(
+        "--hybridcheck-profile",
+        choices=["dev", "ci", "thorough"],
+        default="ci",
+        help="examples per invariant for invariant_tests (default: ci = 100)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_PROFILE_KEY] = config.getoption("--hybridcheck-profile", "ci")
+
+
+def invariant_tests(
+    cases: Any, *, invariants: Iterable[str] | None = None
+) -> Callable[..., None]:
+    """Returns a parametrized pytest test: one item per (case, invariant).
+
+    Args:
+      cases: a HybridCase or a list of them.
+      invariants: only these invariant names (default: every one).
+    """
+    from hybridcheck import checks
+    from hybridcheck.case import HybridCase
+
+    case_list = [cases] if isinstance(cases, HybridCase) else list(cases)
+    if not case_list or not all(isinstance(c, HybridCase) for c in case_list):
+        raise TypeError("invariant_tests takes a HybridCase or a list of HybridCases")
+    names = list(checks.CHECKS) + list(checks.CROSS_EXAMPLE_CHECKS)
+    params = [
+        pytest.param(case, name, id=f"{case.name}-{name}")
+        for case in case_list
+        for name in [*names, *case.extra_checks]
+        if invariants is None or name in set(invariants)
+    ]
+
+    @pytest.mark.parametrize(("hybrid_case", "invariant"), params)
+    def test(hybrid_case: Any, invariant: str, request: pytest.FixtureRequest) -> None:
+        from hybridcheck.verify import FAILED, NOT_APPLICABLE, verify
+
+        profile = request.config.stash.get(_PROFILE_KEY, "ci")
+        only = [invariant]
+        if invariant in checks.CROSS_EXAMPLE_CHECKS:
+            only.append("update_changes_exactly_graded_leaves")  # collects gradients
+        report = verify(hybrid_case, profile=profile, invariants=only)
+        case_report = report.cases[0]
+        if case_report.error:
+            pytest.fail(
+                f"case {hybrid_case.name!r} could not be set up:\n{case_report.error}"
+            )
+        (result,) = [r for r in case_report.results if r.invariant == invariant]
+        if result.status == FAILED:
+            pytest.fail(
+                f"{result.message}\ncounterexample: {result.counterexample}",
+                pytrace=False,
+            )
+        if result.status == NOT_APPLICABLE:
+            pytest.skip(f"not applicable: {result.message}")
+
+    return test

@@ -1,0 +1,7 @@
+"""``python -m hybridcheck verify ...``"""
+
+import sys
+
+from hybridcheck.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""A user's three-line PR gate: one pytest item per invariant per case."""
+
+from __future__ import annotations
+
+GATE = """
+from hybridcheck.pytest_plugin import invariant_tests
+from hybridcheck.cases.seed import SEED_CASE
+test_hybrid = invariant_tests(SEED_CASE, invariants=["update_is_descent", "sgd_update"])
+"""
+
+BROKEN_GATE = """
+import dataclasses
+from hybridcheck.pytest_plugin import invariant_tests
+from hybridcheck.cases.seed import SEED_CASE
+from hybridcheck.mutants import sign_error_linen
+CASE = dataclasses.replace(SEED_CASE, name="mine", step=sign_error_linen)
+test_hybrid = invariant_tests(CASE, invariants=["update_is_descent", "all_finite"])
+"""
+
+
+def test_three_line_gate_passes_for_a_correct_case(pytester):
+    pytester.makepyfile(test_gate=GATE)
+    result = pytester.runpytest("--hybridcheck-profile=dev", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*2 passed*"])
+
+
+def test_gate_fails_loudly_naming_the_invariant(pytester):
+    pytester.makepyfile(test_gate=BROKEN_GATE)
+    result = pytester.runpytest(
+        "--hybridcheck-profile=dev", "-v", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_hybrid?mine-update_is_descent? FAILED*", "*half 'linen'*"]
+    )
