@@ -1,11 +1,15 @@
 """Nox sessions for hybridcheck: tests, the JAX x Flax matrix, lint, bench, verify.
 
-`nox -l` lists them. `nox -s tests` is the README's test command.
+`nox -l` lists them. `nox -s tests` is the README's test command; `nox -s verify`
+runs the verifier on the built-in hybrid models (the main job).
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
+import shutil
+import subprocess
 
 import nox
 
@@ -15,14 +19,15 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
 ROOT = pathlib.Path(__file__).parent
+RESULTS = ROOT / "compat-results"
 PYTHON = "3.11"
 
-# The newest pair available; `tests` runs on it. Keep in step with COMPAT_PAIRS[-1].
-NEWEST = {"jax": "0.10.2", "flax": "0.12.8"}
+# The newest pair available; `tests` runs on it.
+NEWEST = ("0.12.8", "0.10.2")  # (flax, jax)
 
-# (flax, jax) pairs that the compat matrix installs. jax, jaxlib and flax are always
-# pinned together: no Flax wheel declares its JAX ceiling (see README
-# "Compatibility"). The first is the first release with flax.nnx that our API uses.
+# (flax, jax) pairs the compat matrix installs, oldest first. jax, jaxlib and flax
+# are always pinned together: no Flax wheel declares its JAX ceiling, so pinning
+# Flax alone installs the newest JAX and an old Flax then fails at import.
 COMPAT_PAIRS: list[tuple[str, str]] = [
     ("0.8.5", "0.4.30"),
     ("0.9.0", "0.4.31"),
@@ -32,10 +37,13 @@ COMPAT_PAIRS: list[tuple[str, str]] = [
     ("0.11.2", "0.7.2"),
     ("0.12.0", "0.8.3"),
     ("0.12.6", "0.9.2"),
-    (NEWEST["flax"], NEWEST["jax"]),
+    NEWEST,
 ]
+# Pairs known NOT to work (COMPAT-FACTS): the report shows their upstream error.
+BROKEN_PAIRS: list[tuple[str, str]] = [("0.10.7", "0.8.0"), ("0.9.0", "0.4.36")]
 
-TEST_DEPS = ["pytest>=8", "optax"]
+TEST_DEPS = ["pytest>=8", "optax>=0.2.2"]
+HOST_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
 def _pins(flax: str, jax: str) -> list[str]:
@@ -46,20 +54,32 @@ def _install(session: nox.Session, flax: str, jax: str, *extra: str) -> None:
     session.install("-e", ".", *TEST_DEPS, *_pins(flax, jax), *extra)
 
 
+def _pair_id(flax: str, jax: str) -> str:
+    return f"flax-{flax}_jax-{jax}"
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite on the newest JAX/Flax, CPU, Hypothesis `ci` profile."""
-    _install(session, NEWEST["flax"], NEWEST["jax"])
+    """Test suite on the newest JAX/Flax, CPU, Hypothesis `ci` profile."""
+    _install(session, *NEWEST)
     session.run(
         "pytest",
         *session.posargs,
-        env={"HYPOTHESIS_PROFILE": "ci", "JAX_PLATFORMS": "cpu"},
+        env={"HYPOTHESIS_PROFILE": "ci", "JAX_PLATFORMS": "cpu", **HOST_DEVICES},
     )
 
 
 @nox.session(python=PYTHON)
+def verify(session: nox.Session) -> None:
+    """The main job: `hybridcheck verify` on the built-in hybrid models."""
+    _install(session, *NEWEST)
+    args = session.posargs or ["--profile", "dev"]
+    session.run("hybridcheck", "verify", *args, env=HOST_DEVICES)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check on src, tests and the top-level files."""
+    """Ruff lint and format check."""
     session.install("ruff")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
@@ -68,5 +88,172 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Mypy on src and tests."""
-    _install(session, NEWEST["flax"], NEWEST["jax"], "mypy")
+    _install(session, *NEWEST, "mypy")
     session.run("mypy", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def multidevice(session: nox.Session) -> None:
+    """Sharding invariants on 8 forced host CPU devices."""
+    _install(session, *NEWEST)
+    env = {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    session.run("pytest", "-k", "shard", *session.posargs, env=env)
+    session.run(
+        "hybridcheck",
+        "verify",
+        "--profile",
+        "dev",
+        "--quiet",
+        "--invariant",
+        "sharded_matches_single_device",
+        env=env,
+    )
+
+
+def _record(flax: str, jax: str, axes: str, data: dict[str, object]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    name = f"{_pair_id(flax, jax)}_{axes}.json"
+    (RESULTS / name).write_text(
+        json.dumps({"flax": flax, "jax": jax, "axes": axes, **data})
+    )
+
+
+def _compat_run(
+    session: nox.Session, flax: str, jax: str, axes: str, env: dict[str, str]
+) -> None:
+    _install(session, flax, jax)
+    probe = session.run(
+        "python", "-c", "import hybridcheck", silent=True, success_codes=[0, 1], env=env
+    )
+    if probe and "Error" in str(probe):
+        last = [line for line in str(probe).splitlines() if "Error" in line][-1]
+        _record(flax, jax, axes, {"import_error": last.strip()})
+        session.error(f"flax {flax} / jax {jax} does not import: {last.strip()}")
+    report = RESULTS / f"{_pair_id(flax, jax)}_{axes}.verify.json"
+    RESULTS.mkdir(exist_ok=True)
+    pytest_ok = True
+    try:
+        session.run(
+            "pytest",
+            "-q",
+            "-x",
+            "tests/test_compat.py",
+            "tests/test_step.py",
+            "tests/test_invariants.py",
+            "tests/test_mutants.py",
+            *session.posargs,
+            env={"HYPOTHESIS_PROFILE": "dev", **HOST_DEVICES, **env},
+        )
+    except nox.command.CommandFailed:
+        pytest_ok = False
+    session.run(
+        "hybridcheck",
+        "verify",
+        "--profile",
+        "dev",
+        "--quiet",
+        "--json",
+        str(report),
+        env={**HOST_DEVICES, **env},
+        success_codes=[0, 1],
+    )
+    verdict = json.loads(report.read_text()) if report.exists() else {}
+    _record(flax, jax, axes, {"pytest_ok": pytest_ok, "verify": verdict})
+    if not pytest_ok or not verdict.get("ok"):
+        session.error(f"flax {flax} / jax {jax} [{axes}]: see {report}")
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize(
+    ("flax", "jax"),
+    COMPAT_PAIRS,
+    ids=[f"flax='{f}', jax='{j}'" for f, j in COMPAT_PAIRS],
+)
+def compat(session: nox.Session, flax: str, jax: str) -> None:
+    """One (flax, jax) pair: compat/step/invariant tests and the verifier (dev)."""
+    _compat_run(session, flax, jax, "default", {})
+
+
+AXES = {
+    "x64": {"JAX_ENABLE_X64": "1"},
+    "threefry0": {"JAX_THREEFRY_PARTITIONABLE": "0"},
+    "threefry1": {"JAX_THREEFRY_PARTITIONABLE": "1"},
+}
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("axis", list(AXES))
+def compat_axes(session: nox.Session, axis: str) -> None:
+    """The newest pair under the behaviour-changing JAX flags (x64, threefry)."""
+    _compat_run(session, *NEWEST, axis, AXES[axis])
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize(
+    ("flax", "jax"),
+    BROKEN_PAIRS,
+    ids=[f"flax='{f}', jax='{j}'" for f, j in BROKEN_PAIRS],
+)
+def compat_broken(session: nox.Session, flax: str, jax: str) -> None:
+    """Pairs the facts file says cannot import: record their upstream error."""
+    session.install(*_pins(flax, jax))
+    out = session.run(
+        "python", "-c", "import flax.nnx", silent=True, success_codes=[0, 1]
+    )
+    errors = [line for line in str(out).splitlines() if "Error" in line]
+    _record(
+        flax, jax, "default", {"import_error": errors[-1].strip() if errors else ""}
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def compat_report(session: nox.Session) -> None:
+    """Render compat-results/*.json as Markdown (for a PR comment) and JSON."""
+    session.install("-e", ".", *TEST_DEPS, *_pins(*NEWEST))
+    session.run("python", "tools/compat_report.py", str(RESULTS), *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def gpu(session: nox.Session) -> None:
+    """The suite on an NVIDIA GPU (CUDA JAX, JAX_PLATFORMS=cuda); skips without one."""
+    if (
+        shutil.which("nvidia-smi") is None
+        or subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, check=False
+        ).returncode
+    ):
+        session.skip("no NVIDIA GPU here (nvidia-smi missing or failing)")
+    flax, jax = NEWEST
+    session.install("-e", ".", *TEST_DEPS, f"flax=={flax}", f"jax[cuda12]=={jax}")
+    # JAX_PLATFORMS=cuda: fail instead of silently falling back to the CPU.
+    # Full-precision matmuls (no TF32) so the invariants' float32 tolerances hold
+    # unchanged; GPU-vs-CPU differences are then reduction order only.
+    env = {
+        "JAX_PLATFORMS": "cuda",
+        "JAX_DEFAULT_MATMUL_PRECISION": "highest",
+        "HYPOTHESIS_PROFILE": "ci",
+    }
+    session.run("pytest", *session.posargs, env=env)
+    session.run("hybridcheck", "verify", "--profile", "dev", env=env)
+
+
+@nox.session(python=PYTHON, default=False)
+def minimums(session: nox.Session) -> None:
+    """The lowest versions pyproject allows (uv's lowest-direct resolution)."""
+    if shutil.which("uv") is None and session.venv_backend != "uv":
+        session.skip("needs uv for --resolution=lowest-direct")
+    session.install("--resolution=lowest-direct", "-e", ".", *TEST_DEPS)
+    session.run(
+        "python", "-c", "import jax, flax; print(jax.__version__, flax.__version__)"
+    )
+    session.run("pytest", "-q", "-x", env={"HYPOTHESIS_PROFILE": "dev", **HOST_DEVICES})
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: route overheads vs pure JAX, seed step compiles, suite cost."""
+    _install(session, *NEWEST)
+    session.run("python", "benchmarks/run.py", *session.posargs, env=HOST_DEVICES)
