@@ -166,12 +166,15 @@ def _compat_run(
         session.error(f"flax {flax} / jax {jax} [{axes}]: see {report}")
 
 
+def _over_pairs(pairs: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    """Parametrizes a session over (flax, jax); ids read flax='0.10.7', jax='0.6.2'."""
+    return nox.parametrize(
+        ("flax", "jax"), pairs, ids=[f"flax='{f}', jax='{j}'" for f, j in pairs]
+    )
+
+
 @nox.session(python=PYTHON, default=False)
-@nox.parametrize(
-    ("flax", "jax"),
-    COMPAT_PAIRS,
-    ids=[f"flax='{f}', jax='{j}'" for f, j in COMPAT_PAIRS],
-)
+@_over_pairs(COMPAT_PAIRS)
 def compat(session: nox.Session, flax: str, jax: str) -> None:
     """One (flax, jax) pair: compat/step/invariant tests and the verifier (dev)."""
     _compat_run(session, flax, jax, "default", {})
@@ -192,11 +195,7 @@ def compat_axes(session: nox.Session, axis: str) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
-@nox.parametrize(
-    ("flax", "jax"),
-    BROKEN_PAIRS,
-    ids=[f"flax='{f}', jax='{j}'" for f, j in BROKEN_PAIRS],
-)
+@_over_pairs(BROKEN_PAIRS)
 def compat_broken(session: nox.Session, flax: str, jax: str) -> None:
     """Pairs the facts file says cannot import: record their upstream error."""
     session.install(*_pins(flax, jax))

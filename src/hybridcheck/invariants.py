@@ -116,6 +116,19 @@ def _index(i: tuple[Any, ...]) -> str:
     return str([int(k) for k in i]) if i else ""
 
 
+def _leaf_triples(old: Any, new: Any, grads: Any) -> Any:
+    """Yields ``(half, leaf_path, old_leaf, new_leaf, grad_leaf)`` over all halves."""
+    for (label, o, n), (_, _, g) in zip(
+        _paired(old, new, ("old", "new")),
+        _paired(old, grads, ("old", "grads")),
+        strict=True,
+    ):
+        for (path, ol), (_, nl), (_, gl) in zip(
+            _leaves(o), _leaves(n), _leaves(g), strict=True
+        ):
+            yield label, path, ol, nl, gl
+
+
 def _sq_norm(tree: PyTree) -> float:
     return float(
         sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))
@@ -233,28 +246,21 @@ def assert_update_changes_exactly_graded_leaves(
     ``allow_change_without_grad`` (weight decay, EMA).
     """
     problems = []
-    for (label, o, n), (_, _, g) in zip(
-        _paired(old, new, ("old", "new")),
-        _paired(old, grads, ("old", "grads")),
-        strict=True,
-    ):
-        for (path, ol), (_, nl), (_, gl) in zip(
-            _leaves(o), _leaves(n), _leaves(g), strict=True
-        ):
-            ol_, nl_, gl_ = np.asarray(ol), np.asarray(nl), np.asarray(gl)
-            changed = bool(np.any(ol_ != nl_))
-            visible = bool(np.any(lr * np.abs(gl_) > _ulp_floor(ol_)))
-            if visible and not changed:
-                problems.append(
-                    f"half '{label}' leaf {path}: gradient max|g|="
-                    f"{float(np.max(np.abs(gl_))):.3g} (lr={lr:g}) but the leaf did "
-                    "not change"
-                )
-            if not allow_change_without_grad and not np.any(gl_ != 0) and changed:
-                problems.append(
-                    f"half '{label}' leaf {path}: gradient is zero but the leaf "
-                    f"changed by max {float(np.max(np.abs(nl_ - ol_))):.3g}"
-                )
+    for label, path, ol, nl, gl in _leaf_triples(old, new, grads):
+        ol_, nl_, gl_ = np.asarray(ol), np.asarray(nl), np.asarray(gl)
+        changed = bool(np.any(ol_ != nl_))
+        visible = bool(np.any(lr * np.abs(gl_) > _ulp_floor(ol_)))
+        if visible and not changed:
+            problems.append(
+                f"half '{label}' leaf {path}: gradient max|g|="
+                f"{float(np.max(np.abs(gl_))):.3g} (lr={lr:g}) but the leaf did "
+                "not change"
+            )
+        if not allow_change_without_grad and not np.any(gl_ != 0) and changed:
+            problems.append(
+                f"half '{label}' leaf {path}: gradient is zero but the leaf "
+                f"changed by max {float(np.max(np.abs(nl_ - ol_))):.3g}"
+            )
     _fail(
         "update_changes_exactly_graded_leaves",
         problems,
@@ -358,31 +364,19 @@ def assert_sgd_update(
 ) -> None:
     """``new == old - lr * grads`` leaf by leaf, to ``ulps`` ulps of the operands."""
     problems = []
-    for (label, o, n), (_, _, g) in zip(
-        _paired(old, new, ("old", "new")),
-        _paired(old, grads, ("old", "grads")),
-        strict=True,
-    ):
-        for (path, ol), (_, nl), (_, gl) in zip(
-            _leaves(o), _leaves(n), _leaves(g), strict=True
-        ):
-            ol_, nl_, gl_ = (np.asarray(a) for a in (ol, nl, gl))
-            expected = ol_.astype(np.float64) - lr * gl_.astype(np.float64)
-            eps = (
-                np.finfo(ol_.dtype).eps if np.issubdtype(ol_.dtype, np.floating) else 0
+    for label, path, ol, nl, gl in _leaf_triples(old, new, grads):
+        ol_, nl_, gl_ = (np.asarray(a) for a in (ol, nl, gl))
+        expected = ol_.astype(np.float64) - lr * gl_.astype(np.float64)
+        eps = np.finfo(ol_.dtype).eps if np.issubdtype(ol_.dtype, np.floating) else 0
+        tol = ulps * eps * (np.abs(ol_) + np.abs(lr * gl_)) + np.finfo(np.float32).tiny
+        err = np.abs(nl_.astype(np.float64) - expected)
+        if np.any(err > tol):
+            i = np.unravel_index(int(np.argmax(err - tol)), err.shape)
+            problems.append(
+                f"half '{label}' leaf {path}{_index(i)}: new="
+                f"{float(nl_[i]):.8g}, old - lr*grad={float(expected[i]):.8g} "
+                f"(|diff|={float(err[i]):.3g} > tol {float(tol[i]):.3g})"
             )
-            tol = (
-                ulps * eps * (np.abs(ol_) + np.abs(lr * gl_))
-                + np.finfo(np.float32).tiny
-            )
-            err = np.abs(nl_.astype(np.float64) - expected)
-            if np.any(err > tol):
-                i = np.unravel_index(int(np.argmax(err - tol)), err.shape)
-                problems.append(
-                    f"half '{label}' leaf {path}{_index(i)}: new="
-                    f"{float(nl_[i]):.8g}, old - lr*grad={float(expected[i]):.8g} "
-                    f"(|diff|={float(err[i]):.3g} > tol {float(tol[i]):.3g})"
-                )
     _fail(
         "sgd_update",
         problems,

@@ -1,0 +1,187 @@
+"""hybridcheck benchmarks (`nox -s bench`): what interop costs, what the suite costs.
+
+Prints tables and writes bench-results/bench-<date>.json. Timing method: warm-up
+calls, then ``--rounds`` timed calls each blocked with ``block_until_ready``; we report
+the median and the interquartile range. Compile time is ``jit(...).lower().compile()``
+on a fresh function (median of 3). Never asserted anywhere: speed goals live here.
+
+Usage: python benchmarks/run.py [--rounds N] [--models seed,mlp,transformer]
+                                [--skip-suite] [--suite-ci]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import routes  # noqa: E402
+
+import hybridcheck as hc  # noqa: E402
+from hybridcheck.tracing import count_compiles  # noqa: E402
+
+
+def _block(tree: Any) -> None:
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array):
+            leaf.block_until_ready()
+
+
+def timed(fn: Any, rounds: int, warmup: int = 3) -> dict[str, float]:
+    for _ in range(warmup):
+        _block(fn())
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        _block(fn())
+        samples.append(time.perf_counter() - t0)
+    q = statistics.quantiles(samples, n=4)
+    return {
+        "median_s": statistics.median(samples),
+        "iqr_s": q[2] - q[0],
+        "rounds": rounds,
+    }
+
+
+def bench_routes(model_names: list[str], rounds: int) -> list[dict[str, Any]]:
+    rows = []
+    for name in model_names:
+        model = routes.MODELS[name]()
+        batch = tuple(jnp.asarray(a) for a in model.batch(np.random.default_rng(0)))
+        lr = jnp.float32(1e-3)
+        floor = None
+        for route, build in routes.ROUTES.items():
+            step, state = build(model)
+            # Compile time: a first call on a fresh build includes trace + compile.
+            compiles = []
+            for _ in range(3):
+                fresh, fresh_state = build(model)
+                t0 = time.perf_counter()
+                _, loss0 = fresh(fresh_state, batch, lr)
+                _block(loss0)
+                compiles.append(time.perf_counter() - t0)
+            holder = {"state": state}
+
+            def call(
+                step: Any = step,
+                holder: dict[str, Any] = holder,
+                batch: Any = batch,
+                lr: Any = lr,
+            ) -> Any:
+                holder["state"], value = step(holder["state"], batch, lr)
+                return value
+
+            stats = timed(call, rounds)
+            if route == "pure":
+                floor = stats["median_s"]
+            rows.append(
+                {
+                    "model": name,
+                    "route": route,
+                    "step_median_ms": 1e3 * stats["median_s"],
+                    "step_iqr_ms": 1e3 * stats["iqr_s"],
+                    "ratio_to_pure": stats["median_s"] / floor
+                    if floor
+                    else float("nan"),
+                    "first_call_s": statistics.median(compiles),
+                    "loss0": float(loss0),
+                }
+            )
+            row = rows[-1]
+            print(
+                f"{name:12s} {route:12s} step {row['step_median_ms']:9.3f} ms "
+                f"(IQR {row['step_iqr_ms']:.3f}) x{row['ratio_to_pure']:.3f} "
+                f"first call {row['first_call_s']:.2f} s loss0 {float(loss0):.6g}",
+                flush=True,
+            )
+    return rows
+
+
+def bench_seed_step(rounds: int) -> dict[str, Any]:
+    x, y = np.ones(3, np.float32), np.zeros(2, np.float32)
+    with count_compiles() as compiled:
+        hc.mixed_train_step(0, x, y, 0.1)
+        samples = []
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            _block(hc.mixed_train_step(i + 1, x * (i % 5), y, 0.01 * (1 + i % 7)))
+            samples.append(time.perf_counter() - t0)
+    result = {
+        "calls": rounds + 1,
+        "compilations_of_seed_step": compiled["_seed_step"],
+        "per_call_median_ms": 1e3 * statistics.median(samples),
+    }
+    print(f"mixed_train_step: {result}", flush=True)
+    return result
+
+
+def bench_suite(profiles: list[str]) -> list[dict[str, Any]]:
+    from hybridcheck.cases import builtin_cases
+
+    rows = []
+    for profile in profiles:
+        cases = builtin_cases() if profile == "dev" else [builtin_cases()[0]]
+        t0 = time.perf_counter()
+        report = hc.verify(cases, profile=profile)
+        wall = time.perf_counter() - t0
+        for case in report.cases:
+            for r in case.results:
+                rows.append(
+                    {
+                        "profile": profile,
+                        "case": case.case,
+                        "invariant": r.invariant,
+                        "status": r.status,
+                        "examples": r.examples,
+                        "seconds": r.seconds,
+                        "examples_per_s": r.examples / r.seconds if r.seconds else None,
+                        "case_traces": case.traces,
+                        "case_shape_buckets": case.shape_buckets,
+                    }
+                )
+        print(
+            f"suite profile={profile}: {len(cases)} case(s), {wall:.1f} s", flush=True
+        )
+        rows.append({"profile": profile, "case": "(all)", "wall_s": wall})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--models", default="seed,mlp,transformer")
+    parser.add_argument("--skip-suite", action="store_true")
+    parser.add_argument("--suite-ci", action="store_true", help="also time `ci` (seed)")
+    args = parser.parse_args()
+    out: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {jax.device_count()} "
+        f"{jax.default_backend()} "
+        f"device(s), python {platform.python_version()}",
+        "versions": {"jax": jax.__version__, "flax": hc.compat.FLAX_VERSION},
+        "routes": bench_routes(args.models.split(","), args.rounds),
+        "seed_step": bench_seed_step(args.rounds),
+    }
+    if not args.skip_suite:
+        out["suite"] = bench_suite(["dev", "ci"] if args.suite_ci else ["dev"])
+    results = pathlib.Path("bench-results")
+    results.mkdir(exist_ok=True)
+    path = results / f"bench-{out['date']}.json"
+    path.write_text(json.dumps(out, indent=2, default=str))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
