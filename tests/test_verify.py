@@ -105,14 +105,19 @@ def test_verify_misuse(kwargs, error, match):
 
 def test_verify_rejects_non_cases():
     with pytest.raises(TypeError, match="HybridCase objects"):
-        hc.verify([object()])
+        hc.verify([object()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="cases is empty"):
         hc.verify([])
 
 
 def test_hybrid_case_validates_its_fields():
     with pytest.raises(TypeError, match="init must be callable"):
-        hc.HybridCase(name="x", init=None, loss=lambda p, b: 0.0, batches=lambda k: k)
+        hc.HybridCase(
+            name="x",
+            init=None,  # type: ignore[arg-type]
+            loss=lambda p, b: 0.0,
+            batches=lambda k: k,
+        )
     with pytest.raises(ValueError, match="no step"):
         hc.HybridCase(
             name="x",

@@ -117,7 +117,7 @@ class HybridCase:
     def labels(self, params: Any) -> tuple[str, ...]:
         """Half labels for ``params`` (from the container, else ``halves``)."""
         if isinstance(params, tuple) and hasattr(params, "_asdict"):
-            return tuple(params._fields)
+            return tuple(params._fields)  # type: ignore[attr-defined]
         if isinstance(params, Mapping):
             return tuple(str(k) for k in params)
         if isinstance(params, tuple | list):

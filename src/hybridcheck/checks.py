@@ -10,6 +10,7 @@ Property tests and :func:`hybridcheck.verify` both drive these.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -202,9 +203,11 @@ def check_jit_eager(s: Subject, e: Example) -> None:
     with jax.disable_jit():
         eager = s.step(e.params, e.batch, e.lr)
     jitted = s.run_jitted(e)
-    losses = [s.loss64(p, e.batch) for p in (e.params, eager, jitted)]
+    before, after_eager, after_jit = (
+        float(s.loss64(p, e.batch)) for p in (e.params, eager, jitted)
+    )
     invariants.assert_trees_close_jit_eager(
-        eager, jitted, old=e.params, losses=tuple(float(x) for x in losses)
+        eager, jitted, old=e.params, losses=(before, after_eager, after_jit)
     )
 
 
@@ -222,11 +225,12 @@ def check_finite_differences(s: Subject, e: Example) -> None:
         params, batch = labelled(s, _to64(e.params)), _to64(e.batch)
         train = {k: v for k, v in params.items() if k not in s.non_trainable}
         fd_loss = _fd_loss(s, e.params)
+        fns: dict[str, Callable[[PyTree], Any]] = {
+            label: functools.partial(fd_loss, label, halves=params, batch=batch)
+            for label in train
+        }
         invariants.assert_grads_match_finite_differences(
-            {
-                label: (lambda half, label=label: fd_loss(label, half, params, batch))
-                for label in train
-            },
+            fns,
             train,
         )
 

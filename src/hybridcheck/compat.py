@@ -196,13 +196,13 @@ def module_with_state(
     :func:`module_with_params`.
     """
     filters = [f for f, _ in parts]
-    graphdef, *states, rest = nnx.split(module, *filters, ...)
-    new_states = []
+    graphdef, *states, rest = nnx.split(module, *filters, ...)  # type: ignore[misc]
+    new_states: list[Any] = []
     for state, (_, values) in zip(states, parts, strict=True):
         state = jax.tree_util.tree_map(lambda x: x, state)
         replace_params(state, values)
         new_states.append(state)
-    return nnx.merge(graphdef, *new_states, rest)
+    return nnx.merge(graphdef, *new_states, rest)  # type: ignore[arg-type]
 
 
 def to_nnx_wrapped_module(wrapper: Any) -> Any:

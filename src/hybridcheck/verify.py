@@ -7,6 +7,7 @@ their init, loss or step is a failed invariant with its traceback.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import traceback
@@ -211,6 +212,12 @@ def _run_one(
     return result
 
 
+def _run_extra(
+    extra: Callable[[Any, Any, float], None], _s: checks.Subject, e: checks.Example
+) -> None:
+    extra(e.params, e.batch, e.lr)
+
+
 def _verify_case(
     case: HybridCase,
     examples: int,
@@ -225,9 +232,7 @@ def _verify_case(
         )
     per_example = dict(checks.CHECKS)
     for extra_name, extra in case.extra_checks.items():
-        per_example[extra_name] = lambda s, e, extra=extra: extra(
-            e.params, e.batch, e.lr
-        )
+        per_example[extra_name] = functools.partial(_run_extra, extra)
     report = CaseReport(case.name, [])
     for name, check in per_example.items():
         if only and name not in only:
