@@ -56,54 +56,52 @@ def timed(fn: Any, rounds: int, warmup: int = 3) -> dict[str, float]:
 
 
 def bench_routes(model_names: list[str], rounds: int) -> list[dict[str, Any]]:
+    """Step time per route, interleaved: each round times every route once, so a
+    drift in machine speed (2 shared cores) hits all routes alike."""
     rows = []
     for name in model_names:
         model = routes.MODELS[name]()
         batch = tuple(jnp.asarray(a) for a in model.batch(np.random.default_rng(0)))
         lr = jnp.float32(1e-3)
-        floor = None
+        steps, first_call, loss0 = {}, {}, {}
         for route, build in routes.ROUTES.items():
-            step, state = build(model)
-            # Compile time: a first call on a fresh build includes trace + compile.
             compiles = []
-            for _ in range(3):
+            for _ in range(3):  # a fresh build each time: trace + compile + run
                 fresh, fresh_state = build(model)
                 t0 = time.perf_counter()
-                _, loss0 = fresh(fresh_state, batch, lr)
-                _block(loss0)
+                _, value = fresh(fresh_state, batch, lr)
+                _block(value)
                 compiles.append(time.perf_counter() - t0)
-            holder = {"state": state}
-
-            def call(
-                step: Any = step,
-                holder: dict[str, Any] = holder,
-                batch: Any = batch,
-                lr: Any = lr,
-            ) -> Any:
-                holder["state"], value = step(holder["state"], batch, lr)
-                return value
-
-            stats = timed(call, rounds)
-            if route == "pure":
-                floor = stats["median_s"]
-            rows.append(
-                {
-                    "model": name,
-                    "route": route,
-                    "step_median_ms": 1e3 * stats["median_s"],
-                    "step_iqr_ms": 1e3 * stats["iqr_s"],
-                    "ratio_to_pure": stats["median_s"] / floor
-                    if floor
-                    else float("nan"),
-                    "first_call_s": statistics.median(compiles),
-                    "loss0": float(loss0),
-                }
-            )
-            row = rows[-1]
+            first_call[route] = statistics.median(compiles)
+            loss0[route] = float(value)
+            steps[route] = list(build(model))
+            for _ in range(3):  # warm-up
+                steps[route][1], value = steps[route][0](steps[route][1], batch, lr)
+                _block(value)
+        samples: dict[str, list[float]] = {route: [] for route in steps}
+        for _ in range(rounds):
+            for route, holder in steps.items():
+                t0 = time.perf_counter()
+                holder[1], value = holder[0](holder[1], batch, lr)
+                _block(value)
+                samples[route].append(time.perf_counter() - t0)
+        floor = statistics.median(samples["pure"])
+        for route, times in samples.items():
+            q = statistics.quantiles(times, n=4)
+            row = {
+                "model": name,
+                "route": route,
+                "step_median_ms": 1e3 * statistics.median(times),
+                "step_iqr_ms": 1e3 * (q[2] - q[0]),
+                "ratio_to_pure": statistics.median(times) / floor,
+                "first_call_s": first_call[route],
+                "loss0": loss0[route],
+            }
+            rows.append(row)
             print(
                 f"{name:12s} {route:12s} step {row['step_median_ms']:9.3f} ms "
                 f"(IQR {row['step_iqr_ms']:.3f}) x{row['ratio_to_pure']:.3f} "
-                f"first call {row['first_call_s']:.2f} s loss0 {float(loss0):.6g}",
+                f"first call {row['first_call_s']:.2f} s loss0 {row['loss0']:.6g}",
                 flush=True,
             )
     return rows
