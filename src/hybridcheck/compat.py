@@ -33,6 +33,7 @@ __all__ = [
     "rngs_from_seed",
     "optimizer_update",
     "linen_trainable",
+    "linen_static_collections",
     "feature_support",
     "enable_x64",
 ]
@@ -269,6 +270,17 @@ def linen_trainable(variables: Mapping[str, Any]) -> Any:
 
         params = meta.unbox(params)
     return params
+
+
+def linen_static_collections(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The collections of a Linen variables dict that are neither params nor state.
+
+    As of Flax 0.10.6 a ``ToLinen`` module keeps everything under ``'params'`` and
+    this is empty; on 0.9.0-0.10.4 it also has an ``'nnx'`` collection (the wrapped
+    module's GraphDef) that ``apply`` needs back ("GraphDef not found in variables.
+    Was the collection 'nnx' dropped somewhere?"). Pass these through unchanged.
+    """
+    return {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
 
 
 def enable_x64() -> Any:

@@ -69,6 +69,9 @@ def _cases() -> list[HybridCase]:
             return nn.Dense(OUT, name="head")(jnp.tanh(h))
 
     linen_model = LinenWithNnxEncoder()
+    static = compat.linen_static_collections(
+        linen_model.init(jax.random.PRNGKey(0), jnp.zeros((1, IN)))
+    )
 
     def to_linen_init(key: jax.Array) -> dict[str, Any]:
         params = compat.linen_trainable(linen_model.init(key, jnp.zeros((1, IN))))
@@ -76,7 +79,10 @@ def _cases() -> list[HybridCase]:
 
     def to_linen_loss(params: dict[str, Any], batch: Any) -> Any:
         x, y = batch
-        variables = {"params": {"encoder": params["nnx"], "head": params["linen"]}}
+        variables = {
+            **static,
+            "params": {"encoder": params["nnx"], "head": params["linen"]},
+        }
         return jnp.mean((linen_model.apply(variables, x) - y) ** 2)
 
     return [
