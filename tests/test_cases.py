@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from hybridcheck.cases.seed import SEED_CASE, assert_routes_agree
 from hybridcheck.step import HybridParams
 
 RNG = np.random.default_rng(0)
-BATCH = {
+BATCH: dict[str, Any] = {
     "x": RNG.normal(size=(8, stateful.IN)).astype(np.float32),
     "y": RNG.normal(size=(8, 1)).astype(np.float32),
     "rng": jax.random.PRNGKey(7),
