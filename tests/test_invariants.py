@@ -92,6 +92,16 @@ def test_update_check_ignores_updates_below_float_resolution():
     inv.assert_update_changes_exactly_graded_leaves(old, sgd(old, g), g, lr=0.1)
 
 
+def test_update_check_ignores_updates_flushed_as_subnormal():
+    import jax
+
+    old = {"a": {"w": jnp.zeros(1, jnp.float32)}, "b": {"w": jnp.array([1.0])}}
+    g = {"a": {"w": jnp.array([1e-37], jnp.float32)}, "b": {"w": jnp.array([1.0])}}
+    # 1e-3 * 1e-37 is subnormal: XLA on CPU flushes the result to -0.0.
+    new = jax.jit(lambda o, d: sgd(o, d, lr=1e-3))(old, g)
+    inv.assert_update_changes_exactly_graded_leaves(old, new, g, lr=1e-3)
+
+
 def test_every_half_gets_gradient_across_examples():
     g_all = {**G, "nnx": {**G["nnx"], "bias": jnp.array([0.1, -0.1])}}
     zero_linen = {**g_all, "linen": {"params": {"kernel": jnp.zeros((2, 1))}}}

@@ -226,8 +226,11 @@ def assert_every_half_gets_gradient(
 
 
 def _ulp_floor(p: np.ndarray) -> np.ndarray:
+    """The smallest update a float step is sure to apply to ``p``: 4 ulp of ``p``,
+    and at least 2 x the smallest normal number, because XLA flushes subnormal
+    results to zero on CPU (``0 - 1e-3 * 1e-37 == -0.0`` under jit)."""
     finfo = np.finfo(p.dtype if np.issubdtype(p.dtype, np.floating) else np.float32)
-    return 4 * finfo.eps * np.maximum(np.abs(p), finfo.tiny)
+    return np.maximum(4 * finfo.eps * np.abs(p), 2 * finfo.tiny)
 
 
 def assert_update_changes_exactly_graded_leaves(
@@ -240,8 +243,9 @@ def assert_update_changes_exactly_graded_leaves(
 ) -> None:
     """Leaves with an SGD-visible gradient change; zero-gradient leaves do not.
 
-    "SGD-visible": some element has ``lr * |g|`` above 4 ulp of the param, so a
-    first-order step must move it (Adam/momentum move it even more at step 1). A leaf
+    "SGD-visible": some element has ``lr * |g|`` above 4 ulp of the param (and above
+    the smallest normal float: subnormal updates are flushed), so a first-order
+    step must move it (Adam/momentum move it even more at step 1). A leaf
     with an identically zero gradient must stay put, unless
     ``allow_change_without_grad`` (weight decay, EMA).
     """
