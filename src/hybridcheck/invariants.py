@@ -337,7 +337,14 @@ def assert_update_is_descent(old: Any, new: Any, grads: Any) -> None:
         _paired(old, grads, ("old", "grads")),
         strict=True,
     ):
-        if _sq_norm(g) == 0.0:
+        moved = any(
+            not np.array_equal(np.asarray(ol), np.asarray(nl))
+            for ol, nl in zip(jax.tree.leaves(o), jax.tree.leaves(n), strict=True)
+        )
+        # No gradient: nothing to descend. Not moved at all: a dropped update, which
+        # update_changes_exactly_graded_leaves reports (or an update below float
+        # resolution, which is no error).
+        if _sq_norm(g) == 0.0 or not moved:
             continue
         inner = sum(
             float(
@@ -364,15 +371,22 @@ def assert_update_is_descent(old: Any, new: Any, grads: Any) -> None:
 
 
 def assert_sgd_update(
-    old: Any, new: Any, grads: Any, *, lr: float, ulps: float = 4.0
+    old: Any, new: Any, grads: Any, *, lr: float, ulps: float = 16.0
 ) -> None:
-    """``new == old - lr * grads`` leaf by leaf, to ``ulps`` ulps of the operands."""
+    """``new == old - lr * grads`` leaf by leaf, to ``ulps`` ulps of the operands.
+
+    The tolerance per element is ``ulps * eps * (|old| + lr * max|grads of the
+    leaf|)``: ``grads`` usually comes from another compiled program than the step's
+    own gradient, and two programs reduce in different orders, agreeing to a few ulp
+    of the leaf's largest gradient entry, not of each (possibly cancelled) entry.
+    """
     problems = []
     for label, path, ol, nl, gl in _leaf_triples(old, new, grads):
         ol_, nl_, gl_ = (np.asarray(a) for a in (ol, nl, gl))
         expected = ol_.astype(np.float64) - lr * gl_.astype(np.float64)
         eps = np.finfo(ol_.dtype).eps if np.issubdtype(ol_.dtype, np.floating) else 0
-        tol = ulps * eps * (np.abs(ol_) + np.abs(lr * gl_)) + np.finfo(np.float32).tiny
+        g_scale = float(np.max(np.abs(gl_), initial=0.0))
+        tol = ulps * eps * (np.abs(ol_) + lr * g_scale) + np.finfo(np.float32).tiny
         err = np.abs(nl_.astype(np.float64) - expected)
         if np.any(err > tol):
             i = np.unravel_index(int(np.argmax(err - tol)), err.shape)
