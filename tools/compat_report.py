@@ -58,7 +58,8 @@ def table(rows: list[dict]) -> tuple[str, list[dict]]:
     for r in rows:
         rec = {"flax": r["flax"], "jax": r["jax"], "axes": r["axes"]}
         if "import_error" in r:
-            msg = r["import_error"] or "import failed"
+            # Drop the "(/path/to/site-packages/...)" part: machine-specific.
+            msg = re.sub(r" \(/[^)]*\)?", "", r["import_error"] or "import failed")
             rec["status"] = "import-error: " + msg
             cells = [f"cannot import: `{msg[:90]}`"] + ["-"] * (len(cases) + 1)
         else:
