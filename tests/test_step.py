@@ -31,7 +31,9 @@ SEED_CASES = [
     ("seed", "x", "y", "lr"), SEED_CASES, ids=[f"seed{int(c[0])}" for c in SEED_CASES]
 )
 def test_matches_transcription_of_the_seed(seed, x, y, lr):
-    x, y = jnp.array(x), jnp.array(y)
+    # float32 explicitly: under JAX_ENABLE_X64 jnp.array of Python floats is float64,
+    # while the step (like the seed) computes in float32.
+    x, y = jnp.array(x, jnp.float32), jnp.array(y, jnp.float32)
     expected = reference_mixed_train_step(seed, x, y, lr)
     actual = hc.mixed_train_step(seed, x, y, lr)
     np.testing.assert_allclose(actual, expected, rtol=ULP_RTOL, atol=0)
