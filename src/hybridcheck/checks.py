@@ -66,8 +66,11 @@ class Subject:
     grad_fn: Callable[..., Any] = dataclasses.field(init=False)
     step64: Callable[..., Any] = dataclasses.field(init=False)
     loss64: Callable[..., Any] = dataclasses.field(init=False)
+    loss_fn: Callable[..., Any] = dataclasses.field(init=False)
     shapes_seen: set[Any] = dataclasses.field(init=False, default_factory=set)
     grads_seen: list[Any] = dataclasses.field(init=False, default_factory=list)
+    _memo_example: Example | None = dataclasses.field(init=False, default=None)
+    _memo: dict[str, Any] = dataclasses.field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not callable(self.loss) or not callable(self.step):
@@ -75,6 +78,7 @@ class Subject:
         self.traced = TraceCounter(self.step)
         self.jitted = jax.jit(self.traced)
         self.grad_fn = jax.jit(jax.grad(self.loss))
+        self.loss_fn = jax.jit(self.loss)
         # Separate jit objects for the float64 replays, so their traces do not count
         # against the float32 step's retrace budget.
         self.step64 = jax.jit(lambda p, b, lr: self.step(p, b, lr))
@@ -84,6 +88,45 @@ class Subject:
         """The step under ``jax.jit``, recording the input shapes for the budget."""
         self.shapes_seen.add(str(_shape_key(e)))
         return self.jitted(e.params, e.batch, e.lr)
+
+    def run_eager(self, e: Example) -> Any:
+        """The step op by op (``jax.disable_jit``): what a Python-level bug changes."""
+        with jax.disable_jit():
+            return self.step(e.params, e.batch, e.lr)
+
+    # -- per-example memo -----------------------------------------------------------
+    # Several invariants need the same gradient, jitted step or eager step of one
+    # example; the verifier runs them all on each example, so each is computed once.
+    # The memo holds only the latest example (compared by identity).
+
+    def _memoized(self, e: Example, key: str, compute: Callable[[], Any]) -> Any:
+        if self._memo_example is not e:
+            self._memo_example, self._memo = e, {}
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def has_run(self, e: Example) -> bool:
+        """Whether the step already ran on ``e`` through the memo."""
+        return self._memo_example is e and bool({"jitted", "eager"} & self._memo.keys())
+
+    def grads(self, e: Example) -> Any:
+        """``jax.grad(loss)`` at the example (jitted, memoized)."""
+        return self._memoized(e, "grads", lambda: self.grad_fn(e.params, e.batch))
+
+    def jitted_result(self, e: Example) -> Any:
+        """New params from the jitted step (memoized)."""
+        return self._memoized(e, "jitted", lambda: self.run_jitted(e))
+
+    def eager_result(self, e: Example) -> Any:
+        """New params from the eager step (memoized)."""
+        return self._memoized(e, "eager", lambda: self.run_eager(e))
+
+    def loss64_of(self, e: Example, key: str, params: Any) -> float:
+        """The loss of ``params`` on the example's batch, replayed in float64."""
+        return float(
+            self._memoized(e, f"loss64:{key}", lambda: self.loss64(params, e.batch))
+        )
 
 
 def labelled(subject: Subject, tree: Any) -> dict[str, PyTree]:
@@ -127,16 +170,16 @@ def _shape_key(example: Example) -> Any:
 
 
 def check_structure(s: Subject, e: Example) -> None:
-    g = s.grad_fn(e.params, e.batch)
+    g = s.grads(e)
     invariants.assert_grads_match_params(labelled(s, e.params), labelled(s, g))
-    new = s.run_jitted(e)
+    new = s.jitted_result(e)
     invariants.assert_grads_match_params(labelled(s, e.params), labelled(s, new))
 
 
 def check_update(s: Subject, e: Example) -> None:
-    g = s.grad_fn(e.params, e.batch)
+    g = s.grads(e)
     s.grads_seen.append(jax.tree.map(np.asarray, g))
-    new = s.run_jitted(e)
+    new = s.jitted_result(e)
     invariants.assert_update_changes_exactly_graded_leaves(
         trainable(s, e.params), trainable(s, new), trainable(s, g), lr=e.lr
     )
@@ -182,8 +225,8 @@ def check_first_order(s: Subject, e: Example) -> None:
 
 
 def check_descent(s: Subject, e: Example) -> None:
-    g = s.grad_fn(e.params, e.batch)
-    new = s.run_jitted(e)
+    g = s.grads(e)
+    new = s.jitted_result(e)
     invariants.assert_update_is_descent(
         trainable(s, e.params), trainable(s, new), trainable(s, g)
     )
@@ -192,23 +235,110 @@ def check_descent(s: Subject, e: Example) -> None:
 def check_sgd_update(s: Subject, e: Example) -> None:
     if not s.sgd:
         raise invariants.InvariantNotApplicable("the step is not plain SGD")
-    g = s.grad_fn(e.params, e.batch)
-    new = s.run_jitted(e)
+    g = s.grads(e)
+    new = s.jitted_result(e)
     invariants.assert_sgd_update(
         trainable(s, e.params), trainable(s, new), trainable(s, g), lr=e.lr
     )
 
 
 def check_jit_eager(s: Subject, e: Example) -> None:
-    with jax.disable_jit():
-        eager = s.step(e.params, e.batch, e.lr)
-    jitted = s.run_jitted(e)
+    eager, jitted = s.eager_result(e), s.jitted_result(e)
     before, after_eager, after_jit = (
-        float(s.loss64(p, e.batch)) for p in (e.params, eager, jitted)
+        s.loss64_of(e, key, p)
+        for key, p in (("before", e.params), ("eager", eager), ("jitted", jitted))
     )
-    invariants.assert_trees_close_jit_eager(
-        eager, jitted, old=e.params, losses=(before, after_eager, after_jit)
+    try:
+        invariants.assert_trees_close_jit_eager(
+            eager, jitted, old=e.params, losses=(before, after_eager, after_jit)
+        )
+    except AssertionError:
+        _raise_if_ill_conditioned(s, e, with_loss=True)
+        raise
+
+
+# -- conditioning -------------------------------------------------------------------
+# jit vs eager and sharded vs single device compare two evaluation orders of the same
+# math. On an ill-conditioned example (BatchNorm over a batch of identical rows: its
+# output is rounding noise divided by sqrt(eps), and a ReLU after it takes a branch
+# by the sign of that noise) a *correct* step gives different results in the two
+# orders, so the example cannot tell a bug from rounding. When a comparison fails we
+# measure that: nudge every floating input by float32 rounding (relative 2**-23, a
+# fixed sign pattern) and replay *our* SGD step (p - lr * grad of the loss) in
+# float64 at both points. If that moves by more than a quarter of the invariant's
+# tolerance the example is not applicable. The probe never runs the step under test,
+# so a broken step cannot excuse itself; it runs only after a failure, so passing
+# examples pay nothing.
+
+NUDGE = float(np.finfo(np.float32).eps)
+
+
+def _nudged(tree: PyTree, rel: float = NUDGE) -> PyTree:
+    """Every floating leaf plus ``rel * max|leaf|`` times a fixed +-1 pattern."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rng = np.random.default_rng(0)
+    out = []
+    for leaf in leaves:
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and np.size(leaf):
+            scale = float(jnp.max(jnp.abs(leaf))) or 1.0
+            signs = rng.choice(np.array([-1.0, 1.0]), size=np.shape(leaf))
+            leaf = leaf + jnp.asarray(rel * scale * signs, jnp.result_type(leaf))
+        out.append(leaf)
+    return jax.tree.unflatten(treedef, out)
+
+
+def _reference_sgd(s: Subject, params: Any, batch: Any, lr: Any) -> Any:
+    """``p - lr * grad`` on the trainable halves; the others as they were."""
+    halves, grads = labelled(s, params), labelled(s, s.grad_fn(params, batch))
+    return unlabel(
+        s,
+        params,
+        {
+            h: tree
+            if h in s.non_trainable
+            else jax.tree.map(lambda p, g: p - lr * g, tree, grads[h])
+            for h, tree in halves.items()
+        },
     )
+
+
+def _raise_if_ill_conditioned(s: Subject, e: Example, *, with_loss: bool) -> None:
+    """Raises InvariantNotApplicable if rounding-sized nudges move a correct step.
+
+    The two reference results are compared with a quarter of the jit/eager
+    tolerances (leaves, and with ``with_loss`` the loss after the step).
+    """
+    try:
+        with compat.enable_x64():
+            params, batch = _to64(e.params), _to64(e.batch)
+            lr = jnp.float64(e.lr)
+            ref = _reference_sgd(s, params, batch, lr)
+            nudged_batch = _nudged(batch)
+            nudged = _reference_sgd(s, _nudged(params), nudged_batch, lr)
+            losses = (
+                float(s.loss64(params, batch)),
+                float(s.loss64(ref, batch)),
+                float(s.loss64(nudged, nudged_batch)),
+            )
+        quarter = {k: v / 4 for k, v in invariants.JIT_EAGER_TOL.items()}
+        problems = invariants.step_order_problems(
+            ref,
+            nudged,
+            ("correct step", "nudged inputs"),
+            old=params,
+            losses=losses if with_loss else None,
+            **quarter,
+        )
+    except Exception:  # noqa: BLE001 - if the probe cannot run, the verdict stands
+        return
+    if problems:
+        raise invariants.InvariantNotApplicable(
+            f"ill-conditioned example: nudging the inputs by float32 rounding "
+            f"(relative {NUDGE:.2g}) moves a correct SGD step by more than a quarter "
+            f"of the tolerance ({problems[0]}); two evaluation orders of the same "
+            "math differ here by rounding alone (for example BatchNorm over a batch "
+            "of identical rows)"
+        )
 
 
 def unlabel(subject: Subject, like: Any, halves: dict[str, PyTree]) -> Any:
@@ -249,39 +379,51 @@ def _fd_loss(s: Subject, like: Any) -> Callable[..., Any]:
 
 
 def check_deterministic(s: Subject, e: Example) -> None:
-    first = s.run_jitted(e)
-    second = s.run_jitted(e)
-    invariants.assert_bitwise_deterministic(first, second)
-    with jax.disable_jit():
-        first = s.step(e.params, e.batch, e.lr)
-        second = s.step(e.params, e.batch, e.lr)
-    invariants.assert_bitwise_deterministic(first, second)
+    # The memoized run is a real earlier run; the second is always a fresh one.
+    invariants.assert_bitwise_deterministic(s.jitted_result(e), s.run_jitted(e))
+    invariants.assert_bitwise_deterministic(s.eager_result(e), s.run_eager(e))
 
 
 def check_finite(s: Subject, e: Example) -> None:
-    new = s.run_jitted(e)
+    new = s.jitted_result(e)
     invariants.assert_all_finite(labelled(s, new), what="new_params")
-    invariants.assert_all_finite({"loss": s.loss(new, e.batch)}, what="")
+    invariants.assert_all_finite({"loss": s.loss_fn(new, e.batch)}, what="")
 
 
 def check_inputs_unchanged(s: Subject, e: Example) -> None:
+    # The snapshot must predate every run on this example: when another invariant
+    # already ran the step (and may have mutated the inputs), run it afresh here.
+    fresh = s.has_run(e)
     snapshot = jax.tree.map(lambda x: np.array(x, copy=True), (e.params, e.batch))
-    s.run_jitted(e)
-    with jax.disable_jit():
-        s.step(e.params, e.batch, e.lr)
+    if fresh:
+        s.run_jitted(e)
+        s.run_eager(e)
+    else:
+        s.jitted_result(e)
+        s.eager_result(e)
     invariants.assert_inputs_unchanged(snapshot, (e.params, e.batch))
 
 
 def check_retrace_budget(s: Subject, e: Example) -> None:
-    s.run_jitted(e)
+    s.jitted_result(e)
     # Eager runs elsewhere call ``s.step`` itself, so ``traced`` counts jit traces.
     invariants.assert_traces_within(s.traced.count, len(s.shapes_seen))
 
 
 def check_sharded(s: Subject, e: Example) -> None:
-    single = s.run_jitted(e)
-    sharded = sharding.run_data_parallel(s.step, e.params, e.batch, jnp.float32(e.lr))
-    invariants.assert_sharded_matches_single_device(single, sharded)
+    # Compared in float64: the two runs reduce the batch in different orders, and on
+    # an ill-conditioned example (BatchNorm of a constant column divides by
+    # sqrt(eps)) float32 rounding alone moves the result by O(1). The bugs this is
+    # for (per-shard means or statistics, per-device RNG) change it at any precision.
+    with compat.enable_x64():
+        params, batch, lr = _to64(e.params), _to64(e.batch), jnp.float64(e.lr)
+        single = s.step64(params, batch, lr)
+        sharded = sharding.run_data_parallel(s.step, params, batch, lr)
+    try:
+        invariants.assert_sharded_matches_single_device(single, sharded)
+    except AssertionError:
+        _raise_if_ill_conditioned(s, e, with_loss=False)
+        raise
 
 
 def check_gradient_flow(s: Subject) -> None:

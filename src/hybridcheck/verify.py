@@ -1,13 +1,19 @@
 """Run every invariant over hybrid cases under Hypothesis, and report.
 
+Per case: one derandomized Hypothesis search draws examples and runs every
+invariant on each (sharing the gradient and step runs of an example); each
+invariant that fails then gets a search of its own that shrinks its
+counterexample, within a time budget.
+
 ``verify(case_or_cases)`` never raises because of the user's code: an exception in
-their init, loss or step is a failed invariant with its traceback.
+their init, loss or step is a failed invariant (or a case error) with its traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import time
 import traceback
@@ -15,17 +21,27 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
-from hypothesis import HealthCheck, given, reject, settings
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
 from hybridcheck import checks, compat
 from hybridcheck.case import HybridCase
 from hybridcheck.invariants import InvariantNotApplicable
 
-__all__ = ["InvariantResult", "CaseReport", "Report", "verify", "PROFILES"]
+__all__ = [
+    "InvariantResult",
+    "CaseReport",
+    "Report",
+    "verify",
+    "PROFILES",
+    "SHRINK_SECONDS",
+]
 
 # Examples per invariant per case. Mirrors the pytest profiles in conftest.py.
 PROFILES: dict[str, int] = {"dev": 10, "ci": 100, "thorough": 1000}
+# Seconds each failed invariant may spend shrinking its counterexample.
+SHRINK_SECONDS: dict[str, float] = {"dev": 10.0, "ci": 30.0, "thorough": 120.0}
 
 HELD, FAILED, NOT_APPLICABLE = "held", "failed", "n/a"
 
@@ -152,21 +168,123 @@ def _short(value: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _run_one(
-    name: str,
-    check: Callable[[checks.Subject, checks.Example], None],
+Check = Callable[[checks.Subject, checks.Example], None]
+
+
+def _failure_message(name: str, exc: BaseException) -> str:
+    if isinstance(exc, AssertionError):
+        return str(exc)
+    # The user's step (or loss, or init) crashed: that is a finding, not our crash.
+    return (
+        f"[hybridcheck] {name}: the step raised {type(exc).__name__}: {exc}\n"
+        + "".join(traceback.format_exception(exc)[-6:])
+    )
+
+
+def _digest(example: checks.Example) -> str:
+    """A value fingerprint of an example (structure, shapes, dtypes, bytes)."""
+    leaves, treedef = jax.tree.flatten(example)
+    h = hashlib.sha256(str(treedef).encode())
+    for leaf in leaves:
+        arr = np.asarray(leaf)
+        h.update(f"{arr.shape}{arr.dtype}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+class _AllFailed(Exception):
+    """Every invariant under search has failed: nothing left to learn."""
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What the shared search learned about one invariant."""
+
+    examples: int = 0
+    na_reasons: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    failure: tuple[str, checks.Example] | None = None
+
+
+def _search(
+    active: dict[str, Check],
     subject: checks.Subject,
     case: HybridCase,
     examples: int,
-) -> InvariantResult:
-    start = time.perf_counter()
-    result = InvariantResult(name, HELD)
-    reason = _static_not_applicable(name, subject)
-    if reason:
-        result.status, result.message = NOT_APPLICABLE, reason
-        return result
-    last_failure: dict[str, Any] = {}
-    na_reasons: list[str] = []
+) -> tuple[dict[str, _Tally], str]:
+    """One Hypothesis search: every invariant runs on each drawn example.
+
+    Invariants of one example share its gradient, jitted step and eager step (the
+    Subject's memo), and the draws and inits are paid once instead of once per
+    invariant. An example is rejected (drawn again) only when *every* pending
+    invariant finds it not applicable; an invariant that fails is not run again.
+    No shrinking here: :func:`_shrink` does that for each failed invariant alone.
+
+    Returns the tallies and, if drawing examples itself raised (the case's init or
+    batch function crashed), that traceback.
+    """
+    tallies = {name: _Tally() for name in active}
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        print_blob=False,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(example=case.examples())
+    def search(example: checks.Example) -> None:
+        applicable = False
+        pending = [n for n, t in tallies.items() if t.failure is None]
+        if not pending:
+            raise _AllFailed
+        for name in pending:
+            tally = tallies[name]
+            start = time.perf_counter()
+            try:
+                active[name](subject, example)
+            except InvariantNotApplicable as exc:
+                tally.na_reasons.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a failure is a finding
+                tally.failure = (_failure_message(name, exc), example)
+                applicable = True
+            else:
+                tally.examples += 1
+                applicable = True
+            finally:
+                tally.seconds += time.perf_counter() - start
+        if not applicable:
+            reject()
+        if all(t.failure is not None for t in tallies.values()):
+            raise _AllFailed
+
+    try:
+        search()
+    except (_AllFailed, Unsatisfiable, FailedHealthCheck):
+        pass
+    except Exception as exc:  # noqa: BLE001 - init or batches crashed while drawing
+        return tallies, "".join(traceback.format_exception(exc)[-8:])
+    return tallies, ""
+
+
+def _shrink(
+    name: str,
+    check: Check,
+    subject: checks.Subject,
+    case: HybridCase,
+    examples: int,
+    shrink_seconds: float,
+) -> tuple[str, checks.Example] | None:
+    """A search for ``name`` alone, shrinking its failure; None if none is found.
+
+    Shrinking replays the step many times (eagerly, for some invariants), so it is
+    bounded: once ``shrink_seconds`` have passed since the first failure, every new
+    candidate counts as passing without running, except the smallest failure found
+    so far, which Hypothesis then replays and reports.
+    """
+    best: dict[str, Any] = {}
 
     @settings(
         max_examples=examples,
@@ -178,44 +296,31 @@ def _run_one(
     )
     @given(example=case.examples())
     def prop(example: checks.Example) -> None:
+        if (
+            best
+            and time.perf_counter() > best["deadline"]
+            and _digest(example) != best["key"]
+        ):
+            return  # shrinking budget spent: keep the smallest failure so far
         try:
             check(subject, example)
-        except InvariantNotApplicable as exc:
-            na_reasons.append(str(exc))
+        except InvariantNotApplicable:
             reject()
-        except AssertionError as exc:
-            last_failure.update(message=str(exc), example=example)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the user's step crashed: a finding
-            last_failure.update(
-                message=(
-                    f"[hybridcheck] {name}: the step raised "
-                    f"{type(exc).__name__}: {exc}\n"
-                    + "".join(traceback.format_exception(exc)[-6:])
-                ),
+        except Exception as exc:
+            best.update(
+                message=_failure_message(name, exc),
                 example=example,
+                key=_digest(example),
+                deadline=best.get("deadline", time.perf_counter() + shrink_seconds),
             )
             raise
-        result.examples += 1
 
     try:
         prop()
-    except (Unsatisfiable, FailedHealthCheck):
-        result.status = NOT_APPLICABLE
-        result.message = f"no example met the precondition: {na_reasons[:1]}"
-    except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
-        result.status = FAILED
-        result.message = last_failure.get("message", f"{type(exc).__name__}: {exc}")
-        result.counterexample = _short(last_failure.get("example"))
-    result.skipped_examples = len(na_reasons)
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _run_extra(
-    extra: Callable[[Any, Any, float], None], _s: checks.Subject, e: checks.Example
-) -> None:
-    extra(e.params, e.batch, e.lr)
+    except Exception:  # noqa: BLE001 - whatever Hypothesis raises, we report
+        if best:
+            return best["message"], best["example"]
+    return None
 
 
 def _verify_case(
@@ -223,6 +328,7 @@ def _verify_case(
     examples: int,
     only: Sequence[str] | None,
     progress: Callable[[str], None],
+    shrink_seconds: float,
 ) -> CaseReport:
     try:
         subject = case.subject(case.init(jax.random.PRNGKey(0)))
@@ -230,16 +336,49 @@ def _verify_case(
         return CaseReport(
             case.name, [], error="".join(traceback.format_exception(exc)[-8:])
         )
-    per_example = dict(checks.CHECKS)
+    per_example: dict[str, Check] = dict(checks.CHECKS)
     for extra_name, extra in case.extra_checks.items():
         per_example[extra_name] = functools.partial(_run_extra, extra)
-    report = CaseReport(case.name, [])
-    for name, check in per_example.items():
-        if only and name not in only:
-            continue
-        progress(f"{case.name}: {name} ...")
-        report.results.append(_run_one(name, check, subject, case, examples))
-        progress(f"{case.name}: {name} {report.results[-1].status}")
+    selected = [n for n in per_example if not only or n in only]
+    results = {name: InvariantResult(name, HELD) for name in selected}
+    active: dict[str, Check] = {}
+    # inputs_unchanged first: its snapshot must predate every run of the step.
+    for name in sorted(selected, key=lambda n: n != "inputs_unchanged"):
+        reason = _static_not_applicable(name, subject)
+        if reason:
+            results[name].status, results[name].message = NOT_APPLICABLE, reason
+        else:
+            active[name] = per_example[name]
+
+    progress(f"{case.name}: {len(active)} invariants, {examples} examples ...")
+    start = time.perf_counter()
+    tallies, error = _search(active, subject, case, examples) if active else ({}, "")
+    progress(f"{case.name}: searched in {time.perf_counter() - start:.1f} s")
+    if error:
+        return CaseReport(case.name, [], error=f"drawing an example raised:\n{error}")
+    for name, tally in tallies.items():
+        result = results[name]
+        result.examples = tally.examples
+        result.skipped_examples = len(tally.na_reasons)
+        result.seconds = tally.seconds
+        if tally.failure is not None:
+            progress(f"{case.name}: {name} failed; shrinking ...")
+            start = time.perf_counter()
+            shrunk = _shrink(
+                name, active[name], subject, case, examples, shrink_seconds
+            )
+            result.seconds += time.perf_counter() - start
+            message, example = shrunk or tally.failure
+            result.status, result.message = FAILED, message
+            result.counterexample = _short(example)
+            if shrunk is None:
+                result.counterexample += " (not reproduced alone; not shrunk)"
+        elif tally.examples == 0:
+            result.status = NOT_APPLICABLE
+            reason = tally.na_reasons[0] if tally.na_reasons else "no example drawn"
+            result.message = f"no example met the precondition: {reason}"
+
+    report = CaseReport(case.name, [results[n] for n in selected])
     for name, cross in checks.CROSS_EXAMPLE_CHECKS.items():
         if only and name not in only:
             continue
@@ -259,12 +398,17 @@ def _verify_case(
     return report
 
 
+def _run_extra(extra: Callable[[Any, Any, float], None], _s: Any, e: Any) -> None:
+    extra(e.params, e.batch, e.lr)
+
+
 def verify(
     cases: HybridCase | Iterable[HybridCase],
     *,
     profile: str = "ci",
     invariants: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    shrink_seconds: float | None = None,
 ) -> Report:
     """Checks every applicable invariant on each case, under Hypothesis.
 
@@ -273,7 +417,10 @@ def verify(
       profile: ``"dev"`` (10 examples per invariant), ``"ci"`` (100) or
         ``"thorough"`` (1000).
       invariants: only these (names as in the report); default all.
-      progress: called with a short line as each invariant starts and ends.
+      progress: called with a short line as each case's search starts and ends.
+      shrink_seconds: how long each failed invariant may shrink its counterexample
+        (default: the profile's, see ``SHRINK_SECONDS``); 0 reports the first
+        failing example found.
 
     Returns:
       A :class:`Report`; ``report.ok`` is the verdict, ``report.table()`` the text.
@@ -298,8 +445,17 @@ def verify(
         raise ValueError(
             f"unknown invariants {sorted(unknown)}; known: {sorted(known)}"
         )
+    if shrink_seconds is None:
+        shrink_seconds = SHRINK_SECONDS[profile]
+    if not isinstance(shrink_seconds, int | float) or shrink_seconds < 0:
+        raise ValueError(
+            f"shrink_seconds must be a number >= 0, got {shrink_seconds!r}"
+        )
     say = progress or (lambda _line: None)
-    reports = [_verify_case(c, PROFILES[profile], invariants, say) for c in case_list]
+    reports = [
+        _verify_case(c, PROFILES[profile], invariants, say, float(shrink_seconds))
+        for c in case_list
+    ]
     return Report(
         reports,
         profile,

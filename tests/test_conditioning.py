@@ -1,0 +1,94 @@
+"""Ill-conditioned examples are n/a: never false failures, never excuses for bugs.
+
+jit vs eager and sharded vs single device compare two evaluation orders of the same
+math. BatchNorm over a batch of identical rows normalises rounding noise by
+sqrt(eps), so a correct step gives different results in the two orders; the
+verifier's shared search found such batches (Hypothesis likes constant arrays).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybridcheck import checks
+from hybridcheck.cases import stateful
+from hybridcheck.invariants import InvariantNotApplicable, error_regex
+from hybridcheck.mutants import MUTANTS
+from hybridcheck.seed_subject import seed_example_to_check, seed_subject
+from hybridcheck.strategies import SeedExample
+
+BN_SUBJECT = stateful.CASE.subject(stateful.init(jax.random.PRNGKey(0)))
+Y = np.array([4.74, -4.91, -0.93, -1.45, 1.56, -3.07, 0.34, -4.16], np.float32)
+
+
+def identical_rows(value: float, lr: float) -> checks.Example:
+    """The shape of the counterexamples the shared search found (values from it)."""
+    batch = {
+        "x": jnp.full((8, stateful.IN), value, jnp.float32),
+        "y": jnp.asarray(Y[:, None]),
+        "rng": jax.random.PRNGKey(0),
+    }
+    return checks.Example(stateful.init(jax.random.PRNGKey(0)), batch, lr)
+
+
+@pytest.mark.parametrize("value", [-3.762615919113159, 1e-4, 4.1832051277160645])
+@pytest.mark.parametrize("with_loss", [True, False])
+def test_batchnorm_over_identical_rows_is_ill_conditioned(value, with_loss):
+    example = identical_rows(value, 0.0622)
+    with pytest.raises(InvariantNotApplicable, match="ill-conditioned example"):
+        checks._raise_if_ill_conditioned(BN_SUBJECT, example, with_loss=with_loss)
+
+
+@pytest.mark.parametrize(
+    "invariant", ["jit_matches_eager", "sharded_matches_single_device"]
+)
+@pytest.mark.parametrize("value", [-3.762615919113159, 1e-4, 4.1832051277160645])
+def test_correct_batchnorm_step_never_fails_on_identical_rows(invariant, value):
+    example = identical_rows(value, 0.0622)
+    outcome = "held"
+    try:
+        checks.CHECKS[invariant](BN_SUBJECT, example)
+    except InvariantNotApplicable as exc:
+        outcome = str(exc)
+    # Either the two orders agreed, or the probe recognised the example; an
+    # AssertionError (a false failure of a correct step) propagates and fails here.
+    assert outcome == "held" or "ill-conditioned" in outcome, outcome
+
+
+def test_well_conditioned_batchnorm_batch_is_not_excused():
+    rng = np.random.default_rng(1)
+    example = identical_rows(0.0, 0.05)
+    example.batch["x"] = jnp.asarray(rng.normal(size=(8, stateful.IN)), jnp.float32)
+    for with_loss in (True, False):
+        checks._raise_if_ill_conditioned(BN_SUBJECT, example, with_loss=with_loss)
+
+
+def test_probe_does_not_excuse_a_broken_step_on_a_well_conditioned_example():
+    # The probe replays our own SGD step, never the step under test, so a bug cannot
+    # make it fire: on an ordinary example the python_state mutant still fails.
+    rng = np.random.default_rng(0)
+    example = seed_example_to_check(
+        SeedExample(
+            seed=3,
+            x=rng.normal(size=(4, 3)).astype(np.float32),
+            y=rng.normal(size=(4, 2)).astype(np.float32),
+            lr=0.05,
+        )
+    )
+    mutant = next(m for m in MUTANTS if m.name == "python_state")
+    subject = seed_subject(mutant.step)
+    checks._raise_if_ill_conditioned(subject, example, with_loss=True)
+    with pytest.raises(AssertionError, match=error_regex("jit_matches_eager")):
+        checks.CHECKS["jit_matches_eager"](subject, example)
+
+
+def test_nudge_changes_only_floating_leaves_by_rounding():
+    tree = {"x": jnp.ones((3, 2), jnp.float32) * 2, "key": jax.random.PRNGKey(3)}
+    nudged = checks._nudged(tree)
+    np.testing.assert_array_equal(nudged["key"], tree["key"])
+    delta = np.abs(np.asarray(nudged["x"], np.float64) - 2.0)
+    assert np.all(delta > 0)
+    assert np.all(delta <= 2 * 2 * checks.NUDGE)
