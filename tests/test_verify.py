@@ -5,37 +5,63 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax.numpy as jnp
 import pytest
 
 import hybridcheck as hc
+from hybridcheck import checks
 from hybridcheck.cases import builtin_cases, mutant_cases
 from hybridcheck.cases.seed import SEED_CASE
 from hybridcheck.mutants import MUTANTS
 from hybridcheck.verify import FAILED, HELD, NOT_APPLICABLE
 
 
-def test_builtin_cases_all_hold():
-    report = hc.verify(builtin_cases(), profile="dev")
+def test_seed_case_holds_every_invariant():
+    # Every built-in case under every invariant is the main job, `nox -s verify`,
+    # which CI runs in full; here the seed case exercises the whole pipeline.
+    report = hc.verify(SEED_CASE, profile="dev")
     assert report.ok, report.table()
-    names = {c.case for c in report.cases}
+    (case,) = report.cases
+    statuses = {r.invariant: r.status for r in case.results}
+    expected = set(checks.CHECKS) | set(checks.CROSS_EXAMPLE_CHECKS) | {"routes_agree"}
+    assert set(statuses) == expected
+    # Every invariant ran on real examples (the seed step is plain SGD and the
+    # conftest forces 4 devices, so none is n/a as a whole).
+    assert all(status == HELD for status in statuses.values()), statuses
+    assert all(r.examples > 0 for r in case.results), case.results
+    assert 0 < case.traces <= case.shape_buckets, case
+
+
+def test_builtin_cases_cover_the_migration_shapes():
+    names = {c.name for c in builtin_cases()}
     assert {"seed", "nnx-mlp->linen-head", "linen-embed->nnx-attention"} <= names
     assert "batchnorm+dropout" in names
-    for case in report.cases:
-        statuses = {r.invariant: r.status for r in case.results}
-        # The core invariants actually ran (not n/a) on every case.
-        for name in (
+
+
+def test_one_search_shares_runs_across_invariants():
+    # One Hypothesis search per case: the jitted step is traced once per shape
+    # bucket even though eight invariants use its result on every example.
+    report = hc.verify(
+        SEED_CASE,
+        profile="dev",
+        invariants=[
             "grads_match_params",
+            "update_changes_exactly_graded_leaves",
             "update_is_descent",
-            "jit_matches_eager",
+            "sgd_update",
+            "all_finite",
+            "retrace_budget",
             "deterministic",
-            "every_half_gets_gradient",
-        ):
-            assert statuses[name] == HELD, (case.case, name, statuses[name])
-        assert case.traces <= case.shape_buckets, case
-    seed = next(c for c in report.cases if c.case == "seed")
-    assert {r.invariant: r.status for r in seed.results}["routes_agree"] == HELD
+            "jit_matches_eager",
+        ],
+    )
+    assert report.ok, report.table()
+    (case,) = report.cases
+    assert case.traces == case.shape_buckets
+    counts = {r.invariant: r.examples for r in case.results}
+    assert len(set(counts.values())) == 1, counts  # the same examples for all
 
 
 @pytest.mark.parametrize(
@@ -52,15 +78,33 @@ def test_gate_rejects_each_mutant_with_the_right_invariant(case, mutant):
     assert not report.ok
 
 
+def test_failures_are_shrunk():
+    # lr_squared fails first-order on every example with a gradient; Hypothesis
+    # shrinks towards the simplest one: the unbatched shape bucket, seed 0.
+    (case,) = [c for c in mutant_cases() if c.name == "mutant-lr_squared"]
+    report = hc.verify(case, profile="dev", invariants=["loss_decrease_first_order"])
+    (result,) = report.cases[0].results
+    assert result.status == FAILED
+    assert "not shrunk" not in result.counterexample
+    # Shrunk to the first shape bucket, an unbatched x (rank 1: no nested rows).
+    assert re.search(r"batch=\(array\(\[[^\[]", result.counterexample), (
+        result.counterexample
+    )
+
+
 def test_a_crashing_step_is_a_reported_failure_not_a_crash():
     def exploding_step(params, batch, lr):
         raise RuntimeError("boom in user code")
 
     case = dataclasses.replace(SEED_CASE, name="explodes", step=exploding_step)
-    report = hc.verify(case, profile="dev", invariants=["update_is_descent"])
+    report = hc.verify(
+        case, profile="dev", invariants=["update_is_descent"], shrink_seconds=0
+    )
     (result,) = report.cases[0].results
     assert result.status == FAILED
     assert "RuntimeError: boom in user code" in result.message
+    # shrink_seconds=0: the first failing example, reported as it was found.
+    assert result.counterexample.endswith("(not shrunk: shrink_seconds=0)")
 
 
 def test_a_crashing_init_is_reported():
@@ -96,6 +140,8 @@ def test_report_json_round_trips():
     [
         ({"profile": "fast"}, ValueError, "profile must be one of"),
         ({"invariants": ["nope"]}, ValueError, "unknown invariants"),
+        ({"shrink_seconds": -1.0}, ValueError, "shrink_seconds must be >= 0"),
+        ({"shrink_seconds": "10"}, TypeError, "shrink_seconds must be a number"),
     ],
 )
 def test_verify_misuse(kwargs, error, match):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import time
 import traceback
@@ -21,7 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
@@ -181,17 +179,6 @@ def _failure_message(name: str, exc: BaseException) -> str:
     )
 
 
-def _digest(example: checks.Example) -> str:
-    """A value fingerprint of an example (structure, shapes, dtypes, bytes)."""
-    leaves, treedef = jax.tree.flatten(example)
-    h = hashlib.sha256(str(treedef).encode())
-    for leaf in leaves:
-        arr = np.asarray(leaf)
-        h.update(f"{arr.shape}{arr.dtype}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
 class _AllFailed(Exception):
     """Every invariant under search has failed: nothing left to learn."""
 
@@ -225,15 +212,7 @@ def _search(
     """
     tallies = {name: _Tally() for name in active}
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        print_blob=False,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @_settings(examples, shrink=False)
     @given(example=case.examples())
     def search(example: checks.Example) -> None:
         applicable = False
@@ -269,6 +248,11 @@ def _search(
     return tallies, ""
 
 
+class _ShrinkBudgetSpent(BaseException):  # noqa: N818 - a signal, not an error
+    """Stops Hypothesis mid-shrink. A BaseException so Hypothesis does not take it
+    for a failure of the test (it catches Exception) and lets it through at once."""
+
+
 def _shrink(
     name: str,
     check: Check,
@@ -280,28 +264,17 @@ def _shrink(
     """A search for ``name`` alone, shrinking its failure; None if none is found.
 
     Shrinking replays the step many times (eagerly, for some invariants), so it is
-    bounded: once ``shrink_seconds`` have passed since the first failure, every new
-    candidate counts as passing without running, except the smallest failure found
-    so far, which Hypothesis then replays and reports.
+    bounded: the first candidate drawn after ``shrink_seconds`` have passed since
+    the first failure stops the search, and the smallest failure so far (the latest:
+    Hypothesis only tries candidates smaller than its current best) is reported.
     """
     best: dict[str, Any] = {}
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        print_blob=False,
-        suppress_health_check=list(HealthCheck),
-    )
+    @_settings(examples, shrink=True)
     @given(example=case.examples())
     def prop(example: checks.Example) -> None:
-        if (
-            best
-            and time.perf_counter() > best["deadline"]
-            and _digest(example) != best["key"]
-        ):
-            return  # shrinking budget spent: keep the smallest failure so far
+        if best and time.perf_counter() > best["deadline"]:
+            raise _ShrinkBudgetSpent
         try:
             check(subject, example)
         except InvariantNotApplicable:
@@ -310,17 +283,31 @@ def _shrink(
             best.update(
                 message=_failure_message(name, exc),
                 example=example,
-                key=_digest(example),
                 deadline=best.get("deadline", time.perf_counter() + shrink_seconds),
             )
             raise
 
     try:
         prop()
+    except _ShrinkBudgetSpent:
+        pass
     except Exception:  # noqa: BLE001 - whatever Hypothesis raises, we report
-        if best:
-            return best["message"], best["example"]
-    return None
+        pass
+    return (best["message"], best["example"]) if best else None
+
+
+def _settings(examples: int, *, shrink: bool) -> settings:
+    """Derandomized, no database, no deadline; shrinking only when asked."""
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        print_blob=False,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 def _verify_case(
@@ -362,17 +349,18 @@ def _verify_case(
         result.skipped_examples = len(tally.na_reasons)
         result.seconds = tally.seconds
         if tally.failure is not None:
-            progress(f"{case.name}: {name} failed; shrinking ...")
-            start = time.perf_counter()
-            shrunk = _shrink(
-                name, active[name], subject, case, examples, shrink_seconds
-            )
-            result.seconds += time.perf_counter() - start
+            shrunk, note = None, " (not shrunk: shrink_seconds=0)"
+            if shrink_seconds > 0:
+                progress(f"{case.name}: {name} failed; shrinking ...")
+                start = time.perf_counter()
+                shrunk = _shrink(
+                    name, active[name], subject, case, examples, shrink_seconds
+                )
+                result.seconds += time.perf_counter() - start
+                note = " (not reproduced alone; not shrunk)"
             message, example = shrunk or tally.failure
             result.status, result.message = FAILED, message
-            result.counterexample = _short(example)
-            if shrunk is None:
-                result.counterexample += " (not reproduced alone; not shrunk)"
+            result.counterexample = _short(example) + ("" if shrunk else note)
         elif tally.examples == 0:
             result.status = NOT_APPLICABLE
             reason = tally.na_reasons[0] if tally.na_reasons else "no example drawn"
@@ -426,8 +414,9 @@ def verify(
       A :class:`Report`; ``report.ok`` is the verdict, ``report.table()`` the text.
 
     Raises:
-      ValueError: unknown ``profile`` or invariant name.
-      TypeError: ``cases`` holds something that is not a HybridCase.
+      ValueError: unknown ``profile`` or invariant name; negative ``shrink_seconds``.
+      TypeError: ``cases`` holds something that is not a HybridCase;
+        ``shrink_seconds`` is not a number.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
@@ -447,10 +436,12 @@ def verify(
         )
     if shrink_seconds is None:
         shrink_seconds = SHRINK_SECONDS[profile]
-    if not isinstance(shrink_seconds, int | float) or shrink_seconds < 0:
-        raise ValueError(
-            f"shrink_seconds must be a number >= 0, got {shrink_seconds!r}"
+    if isinstance(shrink_seconds, bool) or not isinstance(shrink_seconds, int | float):
+        raise TypeError(
+            f"shrink_seconds must be a number of seconds, got {shrink_seconds!r}"
         )
+    if not shrink_seconds >= 0:
+        raise ValueError(f"shrink_seconds must be >= 0, got {shrink_seconds!r}")
     say = progress or (lambda _line: None)
     reports = [
         _verify_case(c, PROFILES[profile], invariants, say, float(shrink_seconds))
