@@ -34,3 +34,46 @@ def test_gate_fails_loudly_naming_the_invariant(pytester):
     result.stdout.fnmatch_lines(
         ["*test_hybrid?mine-update_is_descent? FAILED*", "*half 'linen'*"]
     )
+
+
+SHARED_GATE = """
+import sys
+
+from hybridcheck.pytest_plugin import invariant_tests
+from hybridcheck.cases.seed import SEED_CASE
+
+CALLS = []
+VERIFY_MODULE = sys.modules["hybridcheck.verify"]  # the package exports the function
+_real_verify = VERIFY_MODULE.verify
+
+
+def _counting_verify(*args, **kwargs):
+    CALLS.append(kwargs.get("invariants"))
+    return _real_verify(*args, **kwargs)
+
+
+VERIFY_MODULE.verify = _counting_verify
+
+test_hybrid = invariant_tests(
+    SEED_CASE, invariants=["update_is_descent", "sgd_update", "all_finite"]
+)
+
+
+def test_zz_one_run_for_the_selected_items():
+    VERIFY_MODULE.verify = _real_verify  # pytester runs in this process: undo
+    assert CALLS == [["sgd_update", "update_is_descent"]], CALLS
+"""
+
+
+def test_items_of_a_case_share_one_verifier_run(pytester):
+    # Two of the case's three items selected with -k: one verify() call, for those
+    # two invariants only, serves both.
+    pytester.makepyfile(test_gate=SHARED_GATE)
+    result = pytester.runpytest(
+        "--hybridcheck-profile=dev",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "update_is_descent or sgd_update or one_run",
+    )
+    result.assert_outcomes(passed=3, deselected=1)

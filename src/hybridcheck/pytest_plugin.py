@@ -11,6 +11,10 @@ pytest then shows one test per invariant per case
 the shrunk counterexample; an invariant that does not apply is a skip with the reason.
 ``--hybridcheck-profile=dev|ci|thorough`` picks the number of examples (default: ci).
 
+The items of one case share one verifier run (one Hypothesis search, one compile per
+shape), made by the first of them for every invariant of that case that pytest
+selected (``-k`` included); the others read their verdict from it.
+
 This module is loaded by pytest at start-up (entry point ``pytest11``), so it must
 not touch JAX's backends at import: conftest files may still set ``XLA_FLAGS``.
 """
@@ -25,6 +29,10 @@ import pytest
 __all__ = ["invariant_tests"]
 
 _PROFILE_KEY = pytest.StashKey[str]()
+# id(case) -> invariant names selected for it; id(case) -> its report (one per run).
+_SELECTED_KEY = pytest.StashKey[dict[int, list[str]]]()
+_REPORTS_KEY = pytest.StashKey[dict[int, Any]]()
+_MARK = "_hybridcheck_invariant_test"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +47,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PROFILE_KEY] = config.getoption("--hybridcheck-profile", "ci")
+    config.stash[_SELECTED_KEY] = {}
+    config.stash[_REPORTS_KEY] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Records, per case, which of its invariants are about to run."""
+    selected = session.config.stash[_SELECTED_KEY]
+    for item in session.items:
+        if not getattr(getattr(item, "function", None), _MARK, False):
+            continue
+        params = item.callspec.params  # type: ignore[attr-defined]
+        names = selected.setdefault(id(params["hybrid_case"]), [])
+        if params["invariant"] not in names:
+            names.append(params["invariant"])
+
+
+def _report_for(config: pytest.Config, case: Any, invariant: str) -> Any:
+    """The case's shared report, made on first use; extends it if ``invariant``
+    was not in the selection (an item run outside normal collection)."""
+    from hybridcheck import checks
+    from hybridcheck.verify import verify
+
+    reports = config.stash.get(_REPORTS_KEY, {})
+    report = reports.get(id(case))
+    if report is not None and any(
+        r.invariant == invariant for r in report.cases[0].results
+    ):
+        return report
+    only = list(config.stash.get(_SELECTED_KEY, {}).get(id(case), []))
+    if invariant not in only:
+        only.append(invariant)
+    if set(only) & set(checks.CROSS_EXAMPLE_CHECKS):
+        only.append("update_changes_exactly_graded_leaves")  # collects gradients
+    profile = config.stash.get(_PROFILE_KEY, "ci")
+    report = verify(case, profile=profile, invariants=sorted(set(only)))
+    reports[id(case)] = report
+    return report
 
 
 def invariant_tests(
@@ -66,14 +111,9 @@ def invariant_tests(
 
     @pytest.mark.parametrize(("hybrid_case", "invariant"), params)
     def test(hybrid_case: Any, invariant: str, request: pytest.FixtureRequest) -> None:
-        from hybridcheck.verify import FAILED, NOT_APPLICABLE, verify
+        from hybridcheck.verify import FAILED, NOT_APPLICABLE
 
-        profile = request.config.stash.get(_PROFILE_KEY, "ci")
-        only = [invariant]
-        if invariant in checks.CROSS_EXAMPLE_CHECKS:
-            only.append("update_changes_exactly_graded_leaves")  # collects gradients
-        report = verify(hybrid_case, profile=profile, invariants=only)
-        case_report = report.cases[0]
+        case_report = _report_for(request.config, hybrid_case, invariant).cases[0]
         if case_report.error:
             pytest.fail(
                 f"case {hybrid_case.name!r} could not be set up:\n{case_report.error}"
@@ -87,4 +127,5 @@ def invariant_tests(
         if result.status == NOT_APPLICABLE:
             pytest.skip(f"not applicable: {result.message}")
 
+    setattr(test, _MARK, True)
     return test
