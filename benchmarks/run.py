@@ -6,7 +6,7 @@ the median and the interquartile range. Compile time is ``jit(...).lower().compi
 on a fresh function (median of 3). Never asserted anywhere: speed goals live here.
 
 Usage: python benchmarks/run.py [--rounds N] [--models seed,mlp,transformer]
-                                [--skip-suite] [--suite-ci]
+                                [--skip-suite] [--suite-ci] [--properties dev,ci]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import platform
 import statistics
@@ -126,33 +127,109 @@ def bench_seed_step(rounds: int) -> dict[str, Any]:
 
 
 def bench_suite(profiles: list[str]) -> list[dict[str, Any]]:
+    """The verifier: wall time per profile and case, seconds and examples per second
+    per invariant (its own checking time inside the shared search), traces per case
+    (every invariant shares the case's jitted step, so this is per property too)."""
     from hybridcheck.cases import builtin_cases
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for profile in profiles:
         cases = builtin_cases() if profile == "dev" else [builtin_cases()[0]]
         t0 = time.perf_counter()
-        report = hc.verify(cases, profile=profile)
-        wall = time.perf_counter() - t0
-        for case in report.cases:
-            for r in case.results:
+        for case in cases:
+            c0 = time.perf_counter()
+            report = hc.verify(case, profile=profile).cases[0]
+            case_wall = time.perf_counter() - c0
+            for r in report.results:
                 rows.append(
                     {
                         "profile": profile,
-                        "case": case.case,
+                        "case": report.case,
                         "invariant": r.invariant,
                         "status": r.status,
                         "examples": r.examples,
                         "seconds": r.seconds,
                         "examples_per_s": r.examples / r.seconds if r.seconds else None,
-                        "case_traces": case.traces,
-                        "case_shape_buckets": case.shape_buckets,
                     }
                 )
-        print(
-            f"suite profile={profile}: {len(cases)} case(s), {wall:.1f} s", flush=True
-        )
+            rows.append(
+                {
+                    "profile": profile,
+                    "case": report.case,
+                    "invariant": "(case)",
+                    "wall_s": case_wall,
+                    "ok": report.ok,
+                    "traces": report.traces,
+                    "shape_buckets": report.shape_buckets,
+                }
+            )
+            print(
+                f"suite {profile:4s} {report.case:28s} {case_wall:6.1f} s  "
+                f"ok={report.ok} traces={report.traces}/{report.shape_buckets} buckets",
+                flush=True,
+            )
+        wall = time.perf_counter() - t0
         rows.append({"profile": profile, "case": "(all)", "wall_s": wall})
+        print(f"suite {profile}: {len(cases)} case(s), {wall:.1f} s", flush=True)
+    return rows
+
+
+def bench_properties(profiles: list[str]) -> list[dict[str, Any]]:
+    """tests/test_properties.py under each Hypothesis profile, in one process:
+    seconds and examples per second per property (from pytest's JUnit report)."""
+    import subprocess
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    examples = {"dev": 15, "ci": 100, "thorough": 1000}
+    rows: list[dict[str, Any]] = []
+    root = pathlib.Path(__file__).resolve().parent.parent
+    for profile in profiles:
+        with tempfile.TemporaryDirectory() as tmp:
+            junit = pathlib.Path(tmp) / "junit.xml"
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    f"--junitxml={junit}",
+                    "tests/test_properties.py",
+                ],
+                cwd=root,
+                env={**os.environ, "HYPOTHESIS_PROFILE": profile},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            wall = time.perf_counter() - t0
+            cases = list(ET.parse(junit).iter("testcase")) if junit.exists() else []
+        for tc in cases:
+            seconds = float(tc.get("time", 0.0))
+            rows.append(
+                {
+                    "profile": profile,
+                    "property": tc.get("name"),
+                    "seconds": seconds,
+                    "examples_per_s": examples[profile] / seconds if seconds else None,
+                }
+            )
+        rows.append(
+            {
+                "profile": profile,
+                "property": "(file)",
+                "wall_s": wall,
+                "passed": proc.returncode == 0,
+            }
+        )
+        print(
+            f"properties {profile}: {len(cases)} tests, {wall:.1f} s wall, "
+            f"pytest exit {proc.returncode}",
+            flush=True,
+        )
     return rows
 
 
@@ -162,6 +239,11 @@ def main() -> None:
     parser.add_argument("--models", default="seed,mlp,transformer")
     parser.add_argument("--skip-suite", action="store_true")
     parser.add_argument("--suite-ci", action="store_true", help="also time `ci` (seed)")
+    parser.add_argument(
+        "--properties",
+        default="dev,ci",
+        help="profiles to time tests/test_properties.py under ('' to skip)",
+    )
     args = parser.parse_args()
     out: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
@@ -174,6 +256,8 @@ def main() -> None:
     }
     if not args.skip_suite:
         out["suite"] = bench_suite(["dev", "ci"] if args.suite_ci else ["dev"])
+    if args.properties:
+        out["properties"] = bench_properties(args.properties.split(","))
     results = pathlib.Path("bench-results")
     results.mkdir(exist_ok=True)
     path = results / f"bench-{out['date']}.json"

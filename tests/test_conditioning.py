@@ -45,9 +45,8 @@ def test_batchnorm_over_identical_rows_is_ill_conditioned(value, with_loss):
 @pytest.mark.parametrize(
     "invariant", ["jit_matches_eager", "sharded_matches_single_device"]
 )
-@pytest.mark.parametrize("value", [-3.762615919113159, 1e-4, 4.1832051277160645])
-def test_correct_batchnorm_step_never_fails_on_identical_rows(invariant, value):
-    example = identical_rows(value, 0.0622)
+def test_correct_batchnorm_step_never_fails_on_identical_rows(invariant):
+    example = identical_rows(-3.762615919113159, 0.0622)
     outcome = "held"
     try:
         checks.CHECKS[invariant](BN_SUBJECT, example)

@@ -36,7 +36,7 @@ def test_seeds_in_range(seed):
 
 
 def test_bucket_count_matches_defaults():
-    assert hst.shape_bucket_count() == 3 * 2 * 3
+    assert hst.shape_bucket_count() == 2 * 2 * 3
 
 
 BAD_BATCH: Any = (2.5,)
