@@ -6,6 +6,7 @@ Fixtures live in tests/conftest.py.
 from __future__ import annotations
 
 import os
+import pathlib
 
 # Sharding invariants need several devices; forced host CPU devices are enough. This
 # must happen before JAX initialises its backends (nothing above imports jax).
@@ -50,9 +51,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (`nox -s tests`), the workers share one persistent JAX
+    # compilation cache for this run, so a program (the seed step at one shape, say)
+    # is compiled by one worker instead of each. It only saves time: JAX keys the
+    # cache on the compiled module and options. A cache the user set is left alone.
+    # It lives in the run's base temp dir (xdist gives each worker a subfolder of
+    # it), which pytest deletes after a few runs.
+    worker_basetemp = getattr(config, "workerinput", None) and config.option.basetemp
+    if not worker_basetemp or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    cache = pathlib.Path(worker_basetemp).parent / "jax-compilation-cache"
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    # The property tests are the longest file by far: run them first, so xdist's
+    # file-by-file scheduling spreads the rest over the other workers meanwhile.
+    items.sort(key=lambda item: item.path.name != "test_properties.py")
     has_gpu = any(d.platform == "gpu" for d in jax.devices())
     run_slow = config.getoption("--run-slow")
     skip_gpu = pytest.mark.skip(
