@@ -7,6 +7,7 @@ on a fresh function (median of 3). Never asserted anywhere: speed goals live her
 
 Usage: python benchmarks/run.py [--rounds N] [--models seed,mlp,transformer]
                                 [--skip-suite] [--suite-ci] [--properties dev,ci]
+       python benchmarks/run.py --render bench-results/bench-<date>.json
 """
 
 from __future__ import annotations
@@ -233,6 +234,84 @@ def bench_properties(profiles: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+MODEL_LABELS = {
+    "seed": "seed (b=8)",
+    "mlp": "MLP 1024-1024-10, b=256",
+    "transformer": "Embed->attention block d=128 T=64 b=16",
+}
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The README's bench table block from one run's results."""
+    lines = [
+        f"Measured {out['date']} on {out['machine']}, jax {out['versions']['jax']}, "
+        f"flax {'.'.join(map(str, out['versions']['flax']))}, "
+        f"{out.get('rounds', '?')} "
+        "interleaved rounds. Step time median in ms (ratio to pure JAX); first call "
+        "(trace + compile + run) in s.",
+        "",
+    ]
+    models = list(dict.fromkeys(r["model"] for r in out["routes"]))
+    routes_ = list(dict.fromkeys(r["route"] for r in out["routes"]))
+    cell = {(r["model"], r["route"]): r for r in out["routes"]}
+    lines.append(
+        "| route | " + " | ".join(MODEL_LABELS.get(m, m) for m in models) + " |"
+    )
+    lines.append("|---" * (len(models) + 1) + "|")
+    for route in routes_:
+        cells = [
+            f"{c['step_median_ms']:.3f} (x{c['ratio_to_pure']:.2f}); "
+            f"{c['first_call_s']:.2f} s"
+            for c in (cell[(m, route)] for m in models)
+        ]
+        lines.append(f"| {route} | " + " | ".join(cells) + " |")
+    seed = out["seed_step"]
+    lines += [
+        "",
+        f"`mixed_train_step`, {seed['calls']} calls with varying seed and lr: "
+        f"{seed['compilations_of_seed_step']} compilation, "
+        f"{seed['per_call_median_ms']:.2f} ms per call (validation + dispatch).",
+    ]
+    suite = out.get("suite", [])
+    if suite:
+        lines += ["", "| verify | case | wall s | traces / shape buckets |"]
+        lines.append("|---|---|---|---|")
+        for r in suite:
+            if r.get("invariant") == "(case)":
+                lines.append(
+                    f"| {r['profile']} | {r['case']} | {r['wall_s']:.1f} | "
+                    f"{r['traces']} / {r['shape_buckets']} |"
+                )
+            elif r.get("case") == "(all)":
+                lines.append(f"| {r['profile']} | all | {r['wall_s']:.1f} | |")
+        slow = sorted(
+            (r for r in suite if "examples" in r and r["profile"] == "dev"),
+            key=lambda r: -r["seconds"],
+        )[:3]
+        lines += [
+            "",
+            "Slowest invariants (dev): "
+            + "; ".join(
+                f"{r['invariant']} on {r['case']} {r['seconds']:.1f} s "
+                f"({r['examples']} examples)"
+                for r in slow
+            )
+            + ".",
+        ]
+    props = out.get("properties", [])
+    for profile in dict.fromkeys(r["profile"] for r in props):
+        rows = [r for r in props if r["profile"] == profile and "seconds" in r]
+        (file_row,) = [r for r in props if r["profile"] == profile and "wall_s" in r]
+        rates = sorted(r["examples_per_s"] for r in rows if r["examples_per_s"])
+        lines += [
+            "",
+            f"`tests/test_properties.py` under `{profile}`: {len(rows)} properties in "
+            f"{file_row['wall_s']:.1f} s (one process), "
+            f"{rates[0]:.0f}-{rates[-1]:.0f} examples/s per property.",
+        ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=30)
@@ -244,13 +323,19 @@ def main() -> None:
         default="dev,ci",
         help="profiles to time tests/test_properties.py under ('' to skip)",
     )
+    parser.add_argument(
+        "--render", metavar="JSON", help="only print the Markdown of a saved run"
+    )
     args = parser.parse_args()
+    if args.render:
+        print(markdown(json.loads(pathlib.Path(args.render).read_text())))
+        return
     out: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {jax.device_count()} "
-        f"{jax.default_backend()} "
-        f"device(s), python {platform.python_version()}",
+        "machine": f"a {os.cpu_count()}-core {platform.machine()} machine "
+        f"({jax.default_backend()} backend), python {platform.python_version()}",
         "versions": {"jax": jax.__version__, "flax": hc.compat.FLAX_VERSION},
+        "rounds": args.rounds,
         "routes": bench_routes(args.models.split(","), args.rounds),
         "seed_step": bench_seed_step(args.rounds),
     }
@@ -262,7 +347,9 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     path = results / f"bench-{out['date']}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
-    print(f"\nwrote {path}")
+    table = markdown(out)
+    path.with_suffix(".md").write_text(table + "\n")
+    print(f"\n{table}\n\nwrote {path} and {path.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
