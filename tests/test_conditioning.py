@@ -91,3 +91,18 @@ def test_nudge_changes_only_floating_leaves_by_rounding():
     delta = np.abs(np.asarray(nudged["x"], np.float64) - 2.0)
     assert np.all(delta > 0)
     assert np.all(delta <= 2 * 2 * checks.NUDGE)
+
+
+def test_loss_replays_are_float64_whatever_the_leaf_dtypes():
+    # Under JAX_ENABLE_X64 an eager and a jitted step can return leaves of different
+    # dtypes; jit_matches_eager compares their losses, so both must be replayed in
+    # float64. In float32, 1e8 + 1 - 1e8 is 0; in float64 it is 1.
+    def loss(params, batch):
+        a, b = params
+        return a[0] + a[1] + b[0] + batch
+
+    subject = checks.Subject(loss=loss, step=lambda p, b, lr: p, halves=("a", "b"))
+    params = (jnp.array([1e8, 1.0], jnp.float32), jnp.array([-1e8], jnp.float32))
+    example = checks.Example(params, jnp.float32(0.0), 0.1)
+    assert float(jnp.float32(1e8) + jnp.float32(1.0) - jnp.float32(1e8)) == 0.0
+    assert subject.loss64_of(example, "before", params) == 1.0

@@ -123,10 +123,18 @@ class Subject:
         return self._memoized(e, "eager", lambda: self.run_eager(e))
 
     def loss64_of(self, e: Example, key: str, params: Any) -> float:
-        """The loss of ``params`` on the example's batch, replayed in float64."""
-        return float(
-            self._memoized(e, f"loss64:{key}", lambda: self.loss64(params, e.batch))
-        )
+        """The loss of ``params`` on the example's batch, replayed in float64.
+
+        Cast first: under ``JAX_ENABLE_X64`` an eager and a jitted step can return
+        leaves of different dtypes (float32 vs float64), and replaying each as is
+        would compare a float32 loss with a float64 one.
+        """
+
+        def replay() -> Any:
+            with compat.enable_x64():
+                return self.loss64(_to64(params), _to64(e.batch))
+
+        return float(self._memoized(e, f"loss64:{key}", replay))
 
 
 def labelled(subject: Subject, tree: Any) -> dict[str, PyTree]:
