@@ -324,9 +324,13 @@ def _raise_if_ill_conditioned(s: Subject, e: Example, *, with_loss: bool) -> Non
             nudged_batch = _nudged(batch)
             nudged = _reference_sgd(s, _nudged(params), nudged_batch, lr)
             losses = (
-                float(s.loss64(params, batch)),
-                float(s.loss64(ref, batch)),
-                float(s.loss64(nudged, nudged_batch)),
+                (
+                    float(s.loss64(params, batch)),
+                    float(s.loss64(ref, batch)),
+                    float(s.loss64(nudged, nudged_batch)),
+                )
+                if with_loss
+                else None
             )
         quarter = {k: v / 4 for k, v in invariants.JIT_EAGER_TOL.items()}
         problems = invariants.step_order_problems(
@@ -334,7 +338,7 @@ def _raise_if_ill_conditioned(s: Subject, e: Example, *, with_loss: bool) -> Non
             nudged,
             ("correct step", "nudged inputs"),
             old=params,
-            losses=losses if with_loss else None,
+            losses=losses,
             **quarter,
         )
     except Exception:  # noqa: BLE001 - if the probe cannot run, the verdict stands
@@ -401,9 +405,9 @@ def check_finite(s: Subject, e: Example) -> None:
 def check_inputs_unchanged(s: Subject, e: Example) -> None:
     # The snapshot must predate every run on this example: when another invariant
     # already ran the step (and may have mutated the inputs), run it afresh here.
-    fresh = s.has_run(e)
+    already_ran = s.has_run(e)
     snapshot = jax.tree.map(lambda x: np.array(x, copy=True), (e.params, e.batch))
-    if fresh:
+    if already_ran:
         s.run_jitted(e)
         s.run_eager(e)
     else:

@@ -289,9 +289,7 @@ def _shrink(
 
     try:
         prop()
-    except _ShrinkBudgetSpent:
-        pass
-    except Exception:  # noqa: BLE001 - whatever Hypothesis raises, we report
+    except (_ShrinkBudgetSpent, Exception):  # noqa: BLE001 - we report `best`
         pass
     return (best["message"], best["example"]) if best else None
 
