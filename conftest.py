@@ -19,28 +19,35 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from hybridcheck.profiles import PROFILES  # noqa: E402
+
 # Broadcasting a (N, k) array against (k,) must be explicit in our code, so a silent
 # rank promotion in a step shows up as an error here.
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# Profiles (see README "Hypothesis profiles"). `ci` is what `nox -s tests` selects.
+# Profiles (see README "Hypothesis profiles"), with the example counts of
+# hybridcheck.PROFILES. `ci` is what `nox -s tests` selects.
 # JAX compiles once per shape bucket, so the first example of a bucket is slow:
 # deadlines would measure XLA, not our code.
 _COMMON = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.too_slow],
 }
-settings.register_profile("dev", max_examples=15, **_COMMON)
+settings.register_profile("dev", max_examples=PROFILES["dev"].examples, **_COMMON)
 settings.register_profile(
     "ci",
-    max_examples=100,
+    max_examples=PROFILES["ci"].examples,
     derandomize=True,
     database=None,
     print_blob=True,
     **_COMMON,
 )
 settings.register_profile(
-    "thorough", max_examples=1000, derandomize=False, print_blob=True, **_COMMON
+    "thorough",
+    max_examples=PROFILES["thorough"].examples,
+    derandomize=False,
+    print_blob=True,
+    **_COMMON,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

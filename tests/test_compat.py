@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import chex
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 from hybridcheck import compat
 from hybridcheck.compat import nnx
+from hybridcheck.seed import MAX_SEED
 
 
 @pytest.mark.parametrize(
@@ -28,11 +28,6 @@ def test_version_tuple_rejects_garbage():
         compat.version_tuple("dev")
 
 
-def test_versions_are_the_installed_ones():
-    assert compat.FLAX_VERSION == compat.version_tuple(flax.__version__)
-    assert compat.JAX_VERSION == compat.version_tuple(jax.__version__)
-
-
 def test_variable_array_reads_without_deprecation_warning():
     linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
     with warnings.catch_warnings():
@@ -45,7 +40,7 @@ def test_variable_array_reads_without_deprecation_warning():
 
 
 def test_rngs_from_seed_matches_int_rngs():
-    for seed in (0, 5, 2**31 - 2):
+    for seed in (0, 5, MAX_SEED):
         a = nnx.Linear(3, 4, rngs=nnx.Rngs(seed))
         b = jax.jit(
             lambda s: compat.params_as_dict(
@@ -111,13 +106,12 @@ def test_feature_support_reports_bridge():
 
 
 @pytest.mark.skipif(not compat.HAS_BRIDGE, reason="flax.nnx.bridge needs Flax 0.9.0+")
-def test_bridge_to_nnx_wrapped_module_and_lazy_init():
+def test_bridge_lazy_init_creates_the_wrapped_params():
     from flax import linen as nn
     from flax.nnx import bridge
 
     dense = nn.Dense(3)
     wrapper = bridge.ToNNX(dense, rngs=nnx.Rngs(0))
-    assert compat.to_nnx_wrapped_module(wrapper) is dense
     compat.bridge_lazy_init(wrapper, jnp.ones((1, 2)))
     params = compat.params_as_dict(wrapper)
     # The nesting moved between releases (flat on 0.12, under 'params' before:

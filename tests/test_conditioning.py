@@ -13,25 +13,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybridcheck import checks
+from hybridcheck import _conditioning, checks
 from hybridcheck.cases import stateful
 from hybridcheck.invariants import InvariantNotApplicable, error_regex
 from hybridcheck.mutants import MUTANTS
-from hybridcheck.seed_subject import seed_example_to_check, seed_subject
 from hybridcheck.strategies import SeedExample
+from hybridcheck.subject import Example, Subject
+from tests.seed_subject import seed_example_to_check, seed_subject
 
 BN_SUBJECT = stateful.CASE.subject(stateful.init(jax.random.PRNGKey(0)))
 Y = np.array([4.74, -4.91, -0.93, -1.45, 1.56, -3.07, 0.34, -4.16], np.float32)
 
 
-def identical_rows(value: float, lr: float) -> checks.Example:
+def identical_rows(value: float, lr: float) -> Example:
     """The shape of the counterexamples the shared search found (values from it)."""
     batch = {
         "x": jnp.full((8, stateful.IN), value, jnp.float32),
         "y": jnp.asarray(Y[:, None]),
         "rng": jax.random.PRNGKey(0),
     }
-    return checks.Example(stateful.init(jax.random.PRNGKey(0)), batch, lr)
+    return Example(stateful.init(jax.random.PRNGKey(0)), batch, lr)
 
 
 @pytest.mark.parametrize("value", [-3.762615919113159, 1e-4, 4.1832051277160645])
@@ -39,7 +40,7 @@ def identical_rows(value: float, lr: float) -> checks.Example:
 def test_batchnorm_over_identical_rows_is_ill_conditioned(value, with_loss):
     example = identical_rows(value, 0.0622)
     with pytest.raises(InvariantNotApplicable, match="ill-conditioned example"):
-        checks._raise_if_ill_conditioned(BN_SUBJECT, example, with_loss=with_loss)
+        _conditioning.raise_if_ill_conditioned(BN_SUBJECT, example, with_loss=with_loss)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def test_correct_batchnorm_step_never_fails_on_identical_rows(invariant):
     example = identical_rows(-3.762615919113159, 0.0622)
     outcome = "held"
     try:
-        checks.CHECKS[invariant](BN_SUBJECT, example)
+        checks.REGISTRY[invariant].check(BN_SUBJECT, example)
     except InvariantNotApplicable as exc:
         outcome = str(exc)
     # Either the two orders agreed, or the probe recognised the example; an
@@ -62,12 +63,13 @@ def test_well_conditioned_batchnorm_batch_is_not_excused():
     example = identical_rows(0.0, 0.05)
     example.batch["x"] = jnp.asarray(rng.normal(size=(8, stateful.IN)), jnp.float32)
     for with_loss in (True, False):
-        checks._raise_if_ill_conditioned(BN_SUBJECT, example, with_loss=with_loss)
+        _conditioning.raise_if_ill_conditioned(BN_SUBJECT, example, with_loss=with_loss)
 
 
 def test_probe_does_not_excuse_a_broken_step_on_a_well_conditioned_example():
-    # The probe replays our own SGD step, never the step under test, so a bug cannot
-    # make it fire: on an ordinary example the python_state mutant still fails.
+    # The probes replay our own SGD step and the *jitted* step under test, whose
+    # Python-side state is frozen at trace time, so a bug cannot make them fire: on
+    # an ordinary example the python_state mutant still fails.
     rng = np.random.default_rng(0)
     example = seed_example_to_check(
         SeedExample(
@@ -79,18 +81,20 @@ def test_probe_does_not_excuse_a_broken_step_on_a_well_conditioned_example():
     )
     mutant = next(m for m in MUTANTS if m.name == "python_state")
     subject = seed_subject(mutant.step)
-    checks._raise_if_ill_conditioned(subject, example, with_loss=True)
+    _conditioning.raise_if_ill_conditioned(
+        subject, example, with_loss=True, probe_step=True
+    )
     with pytest.raises(AssertionError, match=error_regex("jit_matches_eager")):
-        checks.CHECKS["jit_matches_eager"](subject, example)
+        checks.REGISTRY["jit_matches_eager"].check(subject, example)
 
 
 def test_nudge_changes_only_floating_leaves_by_rounding():
     tree = {"x": jnp.ones((3, 2), jnp.float32) * 2, "key": jax.random.PRNGKey(3)}
-    nudged = checks._nudged(tree)
+    nudged = _conditioning.nudged(tree)
     np.testing.assert_array_equal(nudged["key"], tree["key"])
     delta = np.abs(np.asarray(nudged["x"], np.float64) - 2.0)
     assert np.all(delta > 0)
-    assert np.all(delta <= 2 * 2 * checks.NUDGE)
+    assert np.all(delta <= 2 * 2 * _conditioning.NUDGE)
 
 
 def test_loss_replays_are_float64_whatever_the_leaf_dtypes():
@@ -101,8 +105,33 @@ def test_loss_replays_are_float64_whatever_the_leaf_dtypes():
         a, b = params
         return a[0] + a[1] + b[0] + batch
 
-    subject = checks.Subject(loss=loss, step=lambda p, b, lr: p, halves=("a", "b"))
+    subject = Subject(loss=loss, step=lambda p, b, lr: p, halves=("a", "b"))
     params = (jnp.array([1e8, 1.0], jnp.float32), jnp.array([-1e8], jnp.float32))
-    example = checks.Example(params, jnp.float32(0.0), 0.1)
+    example = Example(params, jnp.float32(0.0), 0.1)
     assert float(jnp.float32(1e8) + jnp.float32(1.0) - jnp.float32(1e8)) == 0.0
     assert subject.loss64_of(example, "before", params) == 1.0
+
+
+def test_a_step_that_amplifies_rounding_is_ill_conditioned():
+    # Adam's first step, u = lr * g / (|g| + eps), on a gradient that is pure
+    # cancellation noise: a rounding-sized nudge of the batch flips the update.
+    def loss(params, batch):
+        a, b = params
+        return jnp.sum(a) * jnp.mean(batch) + jnp.sum(b**2)
+
+    def normalised_step(params, batch, lr):
+        g = jax.grad(loss)(params, batch)
+        return jax.tree.map(lambda p, d: p - lr * d / (jnp.abs(d) + 1e-8), params, g)
+
+    subject = Subject(loss=loss, step=normalised_step, halves=("a", "b"))
+    batch = jnp.array([1.0, -1.0, 0.5, -0.5], jnp.float32)  # mean exactly 0
+    example = Example((jnp.ones(2), jnp.ones(1)), batch, 0.1)
+    with pytest.raises(InvariantNotApplicable, match="amplifies rounding"):
+        _conditioning.raise_if_ill_conditioned(
+            subject, example, with_loss=True, probe_step=True
+        )
+    # The same step on a batch whose gradient is not noise is not excused.
+    fine = example._replace(batch=jnp.array([1.0, 2.0, 3.0, 4.0], jnp.float32))
+    _conditioning.raise_if_ill_conditioned(
+        subject, fine, with_loss=True, probe_step=True
+    )

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from hybridcheck import checks
+from hybridcheck.checks import (
+    conclude_every_half_gets_gradient as conclude_gradient_reach,
+)
 from hybridcheck.invariants import error_regex
 from hybridcheck.mutants import MUTANTS
-from hybridcheck.seed_subject import seed_example_to_check, seed_subject
+from hybridcheck.seed import batch_loss
 from hybridcheck.strategies import SeedExample
+from hybridcheck.subject import Subject
+from tests.seed_subject import seed_example_to_check, seed_subject
 
 # A fixed, unremarkable example: every ReLU unit alive for some rows, gradient clearly
 # nonzero on both halves.
@@ -26,7 +31,7 @@ EXAMPLE = SeedExample(
 def test_mutant_is_caught_by_its_invariant(mutant):
     subject = seed_subject(mutant.step)
     example = seed_example_to_check(EXAMPLE)
-    check = checks.CHECKS[mutant.caught_by]
+    check = checks.REGISTRY[mutant.caught_by].check
 
     def twice():  # some bugs need two calls to show (state carried between calls)
         check(subject, example)
@@ -36,9 +41,9 @@ def test_mutant_is_caught_by_its_invariant(mutant):
         twice()
 
 
-@pytest.mark.parametrize("invariant", list(checks.CHECKS))
+@pytest.mark.parametrize("invariant", list(checks.REGISTRY))
 def test_correct_step_passes_the_fixed_example(invariant):
-    checks.CHECKS[invariant](seed_subject(), seed_example_to_check(EXAMPLE))
+    checks.REGISTRY[invariant].check(seed_subject(), seed_example_to_check(EXAMPLE))
 
 
 def test_loss_ignoring_a_half_fails_gradient_flow():
@@ -47,17 +52,16 @@ def test_loss_ignoring_a_half_fails_gradient_flow():
     frozen_linen = example.params.linen
 
     def loss_closing_over_linen(params, batch):
-        from hybridcheck.seed_subject import seed_loss
+        return batch_loss(params._replace(linen=frozen_linen), batch)
 
-        return seed_loss(params._replace(linen=frozen_linen), batch)
-
-    subject = checks.Subject(
+    subject = Subject(
         loss=loss_closing_over_linen, step=subject.step, halves=subject.halves
     )
-    for _ in range(3):
-        subject.grads_seen.append(subject.grad_fn(example.params, example.batch))
+    for lr in (0.1, 0.2, 0.3):  # three examples: each gradient is recorded once
+        subject.grads(example._replace(lr=lr))
+    assert len(subject.grads_seen) == 3
     with pytest.raises(
         AssertionError,
         match=error_regex("every_half_gets_gradient", "half 'linen'", "all 3 examples"),
     ):
-        checks.CROSS_EXAMPLE_CHECKS["every_half_gets_gradient"](subject)
+        conclude_gradient_reach(subject)

@@ -11,15 +11,22 @@ import pytest
 from hypothesis import assume, example, given
 
 from hybridcheck import checks, strategies
+from hybridcheck.checks import (
+    conclude_every_half_gets_gradient as conclude_gradient_reach,
+)
 from hybridcheck.invariants import InvariantNotApplicable
-from hybridcheck.seed_subject import seed_example_to_check, seed_subject
+from tests.seed_subject import seed_example_to_check, seed_subject
 
 # Built once per module: the Subject owns the jitted step and its trace counter, and
 # re-jitting per example would measure compilation, not the step.
 SUBJECT = seed_subject()
 
+# Sharding needs batches that split over devices, and an invariant judged across
+# examples (gradient reach) has its own property below.
 PER_EXAMPLE = [
-    name for name in checks.CHECKS if name != "sharded_matches_single_device"
+    name
+    for name, inv in checks.REGISTRY.items()
+    if not inv.needs_devices and inv.conclude is None
 ]
 
 
@@ -36,7 +43,7 @@ PER_EXAMPLE = [
 )
 def test_invariant_holds_for_seed_step(invariant, example):
     try:
-        checks.CHECKS[invariant](SUBJECT, seed_example_to_check(example))
+        checks.REGISTRY[invariant].check(SUBJECT, seed_example_to_check(example))
     except InvariantNotApplicable:
         # Only the first-order check has a precondition here: ||g||^2 > 0. A zero
         # gradient needs every ReLU unit dead *and* zero residual, which random
@@ -47,7 +54,7 @@ def test_invariant_holds_for_seed_step(invariant, example):
 
 @given(example=strategies.seed_examples(batch_buckets=(4, 8)))
 def test_sharded_step_matches_single_device(example):
-    checks.CHECKS["sharded_matches_single_device"](
+    checks.REGISTRY["sharded_matches_single_device"].check(
         SUBJECT, seed_example_to_check(example)
     )
 
@@ -58,14 +65,14 @@ def test_every_half_gets_gradient_across_examples():
 
     @given(example=strategies.seed_examples())
     def run(example):
-        checks.CHECKS["update_changes_exactly_graded_leaves"](
+        checks.REGISTRY["every_half_gets_gradient"].check(
             SUBJECT, seed_example_to_check(example)
         )
 
     try:
         run()
         assert len(SUBJECT.grads_seen) >= 10
-        checks.CROSS_EXAMPLE_CHECKS["every_half_gets_gradient"](SUBJECT)
+        conclude_gradient_reach(SUBJECT)
     finally:
         SUBJECT.grads_seen = saved
 
@@ -75,7 +82,7 @@ def test_retraces_stay_within_shape_buckets():
 
     @given(example=strategies.seed_examples())
     def run(example):
-        checks.CHECKS["retrace_budget"](subject, seed_example_to_check(example))
+        checks.REGISTRY["retrace_budget"].check(subject, seed_example_to_check(example))
 
     run()
     buckets = strategies.shape_bucket_count()

@@ -10,7 +10,9 @@ import jax
 from hypothesis import strategies as st
 
 from hybridcheck import strategies as hst
-from hybridcheck.checks import Example, Subject
+from hybridcheck._validate import MAX_SEED
+from hybridcheck.invariants._tree import split_halves
+from hybridcheck.subject import Example, Subject
 
 __all__ = ["HybridCase", "sgd_step"]
 
@@ -87,7 +89,10 @@ class HybridCase:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+            raise TypeError(
+                "HybridCase.name must be a non-empty str, got "
+                f"{type(self.name).__name__} {self.name!r}"
+            )
         for field in ("init", "loss"):
             if not callable(getattr(self, field)):
                 raise TypeError(
@@ -100,7 +105,10 @@ class HybridCase:
                 f"a function key -> batch, got {type(self.batches).__name__}"
             )
         if self.step is not None and not callable(self.step):
-            raise TypeError(f"HybridCase({self.name!r}).step must be callable or None")
+            raise TypeError(
+                f"HybridCase({self.name!r}).step must be callable or None, got "
+                f"{type(self.step).__name__}"
+            )
         if self.non_trainable and self.step is None:
             raise ValueError(
                 f"HybridCase({self.name!r}) has non-trainable halves "
@@ -108,48 +116,40 @@ class HybridCase:
                 "your state is updated; pass step=your_train_step"
             )
         if self.param_seeds < 1:
-            raise ValueError(f"param_seeds must be >= 1, got {self.param_seeds}")
+            raise ValueError(
+                f"HybridCase({self.name!r}).param_seeds must be >= 1, got "
+                f"{self.param_seeds}"
+            )
         if isinstance(self.lr, float | int) and not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ValueError(f"HybridCase({self.name!r}).lr must be > 0, got {self.lr}")
 
     # -- what the verifier needs -------------------------------------------------
 
     def labels(self, params: Any) -> tuple[str, ...]:
-        """Half labels for ``params`` (from the container, else ``halves``)."""
-        if isinstance(params, tuple) and hasattr(params, "_asdict"):
-            return tuple(params._fields)  # type: ignore[attr-defined]
-        if isinstance(params, Mapping):
-            return tuple(str(k) for k in params)
-        if isinstance(params, tuple | list):
-            if self.halves is not None:
-                if len(self.halves) != len(params):
-                    raise ValueError(
-                        f"HybridCase({self.name!r}).halves names {len(self.halves)} "
-                        f"halves but init returned {len(params)}"
-                    )
-                return self.halves
-            return tuple(f"half{i}" for i in range(len(params)))
-        raise TypeError(
-            f"HybridCase({self.name!r}).init must return one pytree per half (tuple, "
-            f"NamedTuple or dict), got {type(params).__name__}"
+        """Half labels for ``params`` (from the container, else ``halves``).
+
+        Raises:
+          TypeError: ``params`` is not one pytree per half.
+          ValueError: fewer than two halves, ``halves`` does not match ``params``,
+            or ``non_trainable`` names a half that is not there.
+        """
+        labels = tuple(
+            split_halves(
+                params, labels=self.halves, name=f"HybridCase({self.name!r}): init()"
+            )
         )
+        unknown = set(self.non_trainable) - set(labels)
+        if unknown:
+            raise ValueError(
+                f"HybridCase({self.name!r}).non_trainable names {sorted(unknown)}, "
+                f"not among its halves {labels}"
+            )
+        return labels
 
     def subject(self, example_params: Any) -> Subject:
         """A fresh :class:`Subject` for this case (own jit cache and counters)."""
         labels = self.labels(example_params)
-        if len(labels) < 2:
-            raise ValueError(
-                f"HybridCase({self.name!r}) has {len(labels)} half; a hybrid model "
-                "needs at least two (e.g. 'nnx' and 'linen')"
-            )
-        unknown = set(self.non_trainable) - set(labels)
-        if unknown:
-            raise ValueError(
-                f"non_trainable names {sorted(unknown)}, not among halves {labels}"
-            )
-        step = self.step
-        if step is None:
-            step = sgd_step(self.loss)
+        step = self.step if self.step is not None else sgd_step(self.loss)
         is_state = set(self.non_trainable)
         user_frozen = self.frozen
 
@@ -160,6 +160,7 @@ class HybridCase:
             loss=self.loss,
             step=step,
             halves=labels,
+            name=self.name,
             sgd=self.step is None if self.sgd is None else self.sgd,
             frozen=frozen,
             non_trainable=tuple(self.non_trainable),
@@ -176,7 +177,7 @@ class HybridCase:
         if isinstance(self.batches, st.SearchStrategy):
             return self.batches
         batch_fn = self.batches
-        return st.integers(0, 2**31 - 1).map(lambda s: batch_fn(jax.random.PRNGKey(s)))
+        return st.integers(0, MAX_SEED).map(lambda s: batch_fn(jax.random.PRNGKey(s)))
 
     def examples(self) -> st.SearchStrategy[Example]:
         """Examples: params from one of ``param_seeds`` cached inits, a batch, an lr."""

@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from hybridcheck.profiles import PROFILES
+
 __all__ = ["main", "load_target"]
 
 
@@ -94,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="path/to/file.py:NAME or package.module:NAME (default: built-in cases)",
     )
-    verify.add_argument("--profile", choices=["dev", "ci", "thorough"], default="ci")
+    verify.add_argument("--profile", choices=list(PROFILES), default="ci")
     verify.add_argument("--json", metavar="PATH", help="write the report as JSON")
     verify.add_argument("--list", action="store_true", help="list built-in cases")
     verify.add_argument(

@@ -16,7 +16,6 @@ import jax
 
 __all__ = [
     "FLAX_VERSION",
-    "JAX_VERSION",
     "HAS_BRIDGE",
     "HAS_NNX",
     "nnx",
@@ -26,8 +25,6 @@ __all__ = [
     "replace_params",
     "module_with_params",
     "module_with_state",
-    "state_as_dict",
-    "to_nnx_wrapped_module",
     "bridge_lazy_init",
     "make_optimizer",
     "rngs_from_seed",
@@ -36,6 +33,7 @@ __all__ = [
     "linen_static_collections",
     "feature_support",
     "enable_x64",
+    "versions",
 ]
 
 
@@ -54,7 +52,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 FLAX_VERSION: tuple[int, ...] = version_tuple(flax.__version__)
-JAX_VERSION: tuple[int, ...] = version_tuple(jax.__version__)
 
 # As of Flax 0.8.4 NNX lives at ``flax.nnx``; 0.8.0-0.8.3 had it at
 # ``flax.experimental.nnx`` with a different state API, which hybridcheck does not
@@ -182,11 +179,6 @@ def module_with_params(module: Any, params: Mapping[str, Any]) -> Any:
     return nnx.merge(graphdef, state, rest)
 
 
-def state_as_dict(module: Any, filter: Any) -> dict[str, Any]:
-    """Like :func:`params_as_dict` for any variable type (e.g. ``nnx.BatchStat``)."""
-    return params_as_dict(module, filter)
-
-
 def module_with_state(
     module: Any, parts: Sequence[tuple[Any, Mapping[str, Any]]]
 ) -> Any:
@@ -204,16 +196,6 @@ def module_with_state(
         replace_params(state, values)
         new_states.append(state)
     return nnx.merge(graphdef, *new_states, rest)  # type: ignore[arg-type]
-
-
-def to_nnx_wrapped_module(wrapper: Any) -> Any:
-    """Returns the Linen module inside a ``bridge.ToNNX`` wrapper.
-
-    As of Flax 0.12.0 the attribute is ``to_nnx__module``; before it was ``module``.
-    """
-    if FLAX_VERSION >= (0, 12, 0):
-        return wrapper.to_nnx__module
-    return wrapper.module
 
 
 def bridge_lazy_init(wrapper: Any, *args: Any, **kwargs: Any) -> Any:
@@ -283,6 +265,15 @@ def linen_static_collections(variables: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
 
 
+def versions() -> dict[str, str]:
+    """The installed JAX and Flax releases and the default backend, for reports."""
+    return {
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
 def enable_x64() -> Any:
     """Returns a context manager under which JAX computes in 64 bits.
 
@@ -294,3 +285,84 @@ def enable_x64() -> Any:
     from jax.experimental import enable_x64 as _enable_x64  # type: ignore[attr-defined]
 
     return _enable_x64()
+
+
+# --- real-model shims (issue 11) ---
+
+
+def is_state_variable(obj: Any) -> bool:
+    """Whether ``obj`` is one variable of an ``nnx.State`` (for ``is_leaf=``).
+
+    As of Flax 0.11.0 a State holds the ``nnx.Variable`` objects themselves; before,
+    it held ``nnx.VariableState`` copies.
+    """
+    return isinstance(obj, nnx.Variable) or _is_variable_state(obj)
+
+
+def state_variable_type(obj: Any) -> type:
+    """The Variable class (``nnx.Param``, ``nnx.BatchStat``, ...) of a State entry.
+
+    As of Flax 0.11.0 the entry is the Variable (its class is the type); before,
+    a ``VariableState`` names the class in ``.type``.
+    """
+    if _is_variable_state(obj):
+        return obj.type  # type: ignore[no-any-return]
+    return type(obj)
+
+
+def iter_submodules(module: Any) -> list[tuple[tuple[Any, ...], Any]]:
+    """``(path, submodule)`` for every nnx Module in ``module``'s graph, root included.
+
+    As of Flax 0.12.0 ``nnx.iter_modules(module)`` is the function and the
+    ``Module.iter_modules()`` method warns (DeprecationWarning); before, the method
+    is the way.
+    """
+    if hasattr(nnx, "iter_modules"):
+        return list(nnx.iter_modules(module))
+    return list(module.iter_modules())
+
+
+def bridge_wrapper_types() -> tuple[Any, Any]:
+    """``(bridge.ToNNX, bridge.ToLinen)``, or ``(None, None)`` without a bridge.
+
+    As of Flax 0.9.0 ``flax.nnx.bridge`` exists; ``bridge.to_linen(...)`` builds a
+    ``ToLinen`` (and ``nn.vmap`` over it a subclass of ``ToLinen``).
+    """
+    if not HAS_BRIDGE:
+        return None, None
+    from flax.nnx import bridge
+
+    return bridge.ToNNX, bridge.ToLinen
+
+
+def collection_variable_type(collection: str) -> type | None:
+    """The nnx Variable class registered for a Linen collection name, or ``None``.
+
+    As of Flax 0.11 the registry is ``flax.nnx.variablelib.VariableTypeCache``
+    (``nnx.register_variable_name``); on 0.9.0-0.10.x it is
+    ``flax.nnx.bridge.variables.VariableTypeCache``. ``ToLinen`` registers a
+    Variable class under its class name when it first stores one (so
+    ``nnx.LoRAParam`` lands in a collection named ``"LoRAParam"``). Before 0.9.0
+    there is no bridge and only ``"params"`` is known. Reading never registers.
+    """
+    if collection == "params":
+        return nnx.Param  # type: ignore[no-any-return]
+    cache = getattr(getattr(nnx, "variablelib", None), "VariableTypeCache", None)
+    if cache is None and HAS_BRIDGE:
+        from flax.nnx.bridge import variables as bridge_variables
+
+        cache = getattr(bridge_variables, "VariableTypeCache", None)
+    return None if cache is None else cache.get(collection)
+
+
+def drop_intermediates(module: Any) -> None:
+    """Removes sown ``nnx.Intermediate`` variables from an nnx Module, in place.
+
+    As of Flax 0.9.0 (through 0.12.8) ``nnx.pop(module, nnx.Intermediate)`` does
+    this; a Linen ``sow`` through ``bridge.ToNNX`` called with ``mutable=True`` adds
+    such a variable on the first call. Early NNX had the ``Module.pop`` method.
+    """
+    if hasattr(nnx, "pop"):
+        nnx.pop(module, nnx.Intermediate)
+    else:
+        module.pop(nnx.Intermediate)

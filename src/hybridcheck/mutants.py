@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridcheck.step import HybridParams, grads, loss, sgd_update
+from hybridcheck.seed import HybridParams, grads, loss, sgd_update
 
-__all__ = ["Mutant", "MUTANTS", "correct_step"]
+__all__ = ["Mutant", "MUTANTS"]
 
 
 class Mutant(NamedTuple):
@@ -28,12 +28,6 @@ class Mutant(NamedTuple):
     step: Callable[..., Any]
     caught_by: str
     bug: str
-
-
-def correct_step(params: HybridParams, batch: Any, lr: Any) -> HybridParams:
-    """The reference: one SGD step on both halves."""
-    x, y = batch
-    return sgd_update(params, grads(params, x, y), lr)
 
 
 def default_argnums(params: HybridParams, batch: Any, lr: Any) -> HybridParams:

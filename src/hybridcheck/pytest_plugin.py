@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from hybridcheck.profiles import PROFILES
+
 __all__ = ["invariant_tests"]
 
 _PROFILE_KEY = pytest.StashKey[str]()
@@ -39,9 +41,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hybridcheck")
     group.addoption(
         "--hybridcheck-profile",
-        choices=["dev", "ci", "thorough"],
+        choices=list(PROFILES),
         default="ci",
-        help="examples per invariant for invariant_tests (default: ci = 100)",
+        help="examples per case for invariant_tests (hybridcheck.PROFILES; default ci)",
     )
 
 
@@ -66,7 +68,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _report_for(config: pytest.Config, case: Any, invariant: str) -> Any:
     """The case's shared report, made on first use; extends it if ``invariant``
     was not in the selection (an item run outside normal collection)."""
-    from hybridcheck import checks
     from hybridcheck.verify import verify
 
     reports = config.stash.get(_REPORTS_KEY, {})
@@ -78,8 +79,6 @@ def _report_for(config: pytest.Config, case: Any, invariant: str) -> Any:
     only = list(config.stash.get(_SELECTED_KEY, {}).get(id(case), []))
     if invariant not in only:
         only.append(invariant)
-    if set(only) & set(checks.CROSS_EXAMPLE_CHECKS):
-        only.append("update_changes_exactly_graded_leaves")  # collects gradients
     profile = config.stash.get(_PROFILE_KEY, "ci")
     report = verify(case, profile=profile, invariants=sorted(set(only)))
     reports[id(case)] = report
@@ -95,23 +94,28 @@ def invariant_tests(
       cases: a HybridCase or a list of them.
       invariants: only these invariant names (default: every one).
     """
-    from hybridcheck import checks
     from hybridcheck.case import HybridCase
+    from hybridcheck.verify import known_invariants
 
     case_list = [cases] if isinstance(cases, HybridCase) else list(cases)
     if not case_list or not all(isinstance(c, HybridCase) for c in case_list):
-        raise TypeError("invariant_tests takes a HybridCase or a list of HybridCases")
-    names = list(checks.CHECKS) + list(checks.CROSS_EXAMPLE_CHECKS)
+        bad = next((c for c in case_list if not isinstance(c, HybridCase)), None)
+        raise TypeError(
+            "invariant_tests takes a HybridCase or a non-empty list of them, got "
+            f"{type(cases).__name__}"
+            + (f" holding a {type(bad).__name__}" if bad is not None else "")
+        )
+    wanted = None if invariants is None else set(invariants)
     params = [
         pytest.param(case, name, id=f"{case.name}-{name}")
         for case in case_list
-        for name in [*names, *case.extra_checks]
-        if invariants is None or name in set(invariants)
+        for name in known_invariants([case])
+        if wanted is None or name in wanted
     ]
 
     @pytest.mark.parametrize(("hybrid_case", "invariant"), params)
     def test(hybrid_case: Any, invariant: str, request: pytest.FixtureRequest) -> None:
-        from hybridcheck.verify import FAILED, NOT_APPLICABLE
+        from hybridcheck.report import FAILED, NOT_APPLICABLE
 
         case_report = _report_for(request.config, hybrid_case, invariant).cases[0]
         if case_report.error:

@@ -11,18 +11,17 @@ from flax import linen as nn
 from hypothesis import strategies as st
 
 from hybridcheck import compat
-from hybridcheck import step as core
+from hybridcheck import seed as core
 from hybridcheck import strategies as hst
 from hybridcheck.case import HybridCase
 from hybridcheck.compat import nnx
-from hybridcheck.invariants import InvariantNotApplicable, _fail
-from hybridcheck.seed_subject import seed_loss
+from hybridcheck.invariants import InvariantNotApplicable, fail
 
 IN, OUT = 3, 2
 
 
 def seed_init(key: jax.Array) -> core.HybridParams:
-    seed = jax.random.randint(key, (), 0, 2**31 - 2)
+    seed = jax.random.randint(key, (), 0, core.MAX_SEED)
     return core.init_params(seed, IN, OUT)
 
 
@@ -111,7 +110,7 @@ def assert_routes_agree(params: core.HybridParams, batch: Any, lr: float) -> Non
                         f"{route}: half '{half}' leaf {jax.tree_util.keystr(path)}: "
                         f"max |diff| {diff:.3g}"
                     )
-    _fail(
+    fail(
         "routes_agree",
         problems,
         "Given the same weights, every interop route must compute the same function. "
@@ -123,7 +122,7 @@ def assert_routes_agree(params: core.HybridParams, batch: Any, lr: float) -> Non
 SEED_CASE = HybridCase(
     name="seed",
     init=seed_init,
-    loss=seed_loss,
+    loss=core.batch_loss,
     batches=seed_batches(),
     step=seed_step,
     sgd=True,

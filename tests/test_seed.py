@@ -1,4 +1,4 @@
-"""Unit tests of the seed step and the functional core (hybridcheck.step)."""
+"""Unit tests of the seed's model, step and functional core (hybridcheck.seed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from flax import linen as nn
 
 import hybridcheck as hc
-from hybridcheck import step
+from hybridcheck import seed as core
 from hybridcheck.compat import nnx
 from hybridcheck.tracing import count_compiles
 from tests.reference import reference_mixed_train_step
@@ -39,12 +39,12 @@ def test_matches_transcription_of_the_seed(seed, x, y, lr):
     np.testing.assert_allclose(actual, expected, rtol=ULP_RTOL, atol=0)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 7, 12345, step._validate.MAX_SEED])
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345, core.MAX_SEED])
 def test_init_is_bitwise_the_seeds_init(seed):
     params = hc.init_params(seed, 3, 2)
-    linear = nnx.Linear(in_features=3, out_features=hc.HIDDEN, rngs=nnx.Rngs(seed))
+    linear = nnx.Linear(in_features=3, out_features=core.HIDDEN, rngs=nnx.Rngs(seed))
     linen = nn.Dense(features=2).init(
-        jax.random.PRNGKey(seed + 1), jnp.zeros((hc.HIDDEN,))
+        jax.random.PRNGKey(seed + 1), jnp.zeros((core.HIDDEN,))
     )
     chex.assert_trees_all_equal(
         params.nnx,
@@ -75,8 +75,8 @@ def test_batched_loss_is_mean_of_row_losses():
     x = rng.normal(size=(5, 3)).astype(np.float32)
     y = rng.normal(size=(5, 2)).astype(np.float32)
     params = hc.init_params(4, 3, 2)
-    batched = hc.loss(params, jnp.asarray(x), jnp.asarray(y))
-    rows = [hc.loss(params, jnp.asarray(x[i]), jnp.asarray(y[i])) for i in range(5)]
+    batched = core.loss(params, jnp.asarray(x), jnp.asarray(y))
+    rows = [core.loss(params, jnp.asarray(x[i]), jnp.asarray(y[i])) for i in range(5)]
     np.testing.assert_allclose(batched, np.mean(rows), rtol=1e-6)
     # And the step's loss_before on a batch is that same number.
     out = hc.mixed_train_step(4, x, y, 0.01)
@@ -96,24 +96,24 @@ def test_batched_step_matches_transcription():
 def test_train_step_returns_consistent_result(seed_params):
     x, y = jnp.array([0.5, -1.0, 2.0]), jnp.array([1.0, 0.0])
     result = hc.train_step(seed_params, x, y, 0.1)
-    assert isinstance(result, hc.StepResult)
+    assert isinstance(result, core.StepResult)
     chex.assert_trees_all_equal_structs(result.grads, seed_params)
     chex.assert_trees_all_equal_shapes_and_dtypes(result.params, seed_params)
     chex.assert_trees_all_close(
-        result.params, hc.sgd_update(seed_params, result.grads, 0.1), rtol=ULP_RTOL
+        result.params, core.sgd_update(seed_params, result.grads, 0.1), rtol=ULP_RTOL
     )
     # loss_after comes from inside the jitted step, the oracle from an eager call: a
     # small loss is a difference of O(1) residuals, so allow a few ulp of those.
     np.testing.assert_allclose(
-        result.loss_after, hc.loss(result.params, x, y), rtol=ULP_RTOL, atol=1e-6
+        result.loss_after, core.loss(result.params, x, y), rtol=ULP_RTOL, atol=1e-6
     )
 
 
 def test_grads_cover_both_halves(seed_params):
     # Against the trap the seed warns about: default argnums gives only one half.
     x, y = jnp.array([0.5, -1.0, 2.0]), jnp.array([1.0, 0.0])
-    g = hc.grads(seed_params, x, y)
-    only_first = jax.grad(lambda a, b: hc.loss(hc.HybridParams(a, b), x, y))(
+    g = core.grads(seed_params, x, y)
+    only_first = jax.grad(lambda a, b: core.loss(core.HybridParams(a, b), x, y))(
         seed_params.nnx, seed_params.linen
     )
     chex.assert_trees_all_close(g.nnx, only_first, rtol=ULP_RTOL)

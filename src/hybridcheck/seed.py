@@ -1,4 +1,4 @@
-"""The seed's mixed Linen + NNX training step, on a small functional core.
+"""The founding problem: the seed's mixed Linen + NNX model and training step.
 
 The trick (see README): an ``nnx.Linear``'s parameters are pulled out as a plain dict
 and treated as a peer of the Linen ``nn.Dense`` params; the forward is a pure function
@@ -22,15 +22,18 @@ import jax.numpy as jnp
 
 from hybridcheck import _validate, compat
 from hybridcheck._typing import Array, ArrayLike, Params
+from hybridcheck._validate import MAX_SEED
 from hybridcheck.compat import nnx
 
 __all__ = [
     "HIDDEN",
+    "MAX_SEED",
     "HybridParams",
     "StepResult",
     "init_params",
     "forward",
     "loss",
+    "batch_loss",
     "grads",
     "sgd_update",
     "train_step",
@@ -95,7 +98,7 @@ def init_params(seed: ArrayLike, in_features: int, out_features: int) -> HybridP
     seed. ``seed`` is traced (int32): one compilation per ``(in, out)`` pair.
 
     Args:
-      seed: a non-negative integer below ``2**31 - 1`` (Python int or int array).
+      seed: an integer in ``[0, MAX_SEED]`` (Python int or int array).
       in_features: input width (static).
       out_features: output width (static).
 
@@ -144,6 +147,13 @@ def grads(params: HybridParams, x: Array, y: Array) -> HybridParams:
     return HybridParams(nnx=g_nnx, linen=g_linen)
 
 
+def batch_loss(params: HybridParams, batch: tuple[Array, Array]) -> Array:
+    """:func:`loss` with the batch as one argument, ``batch = (x, y)``: the form a
+    :class:`hybridcheck.HybridCase` takes."""
+    x, y = batch
+    return loss(params, x, y)
+
+
 def sgd_update(
     params: HybridParams, grads: HybridParams, lr: ArrayLike
 ) -> HybridParams:
@@ -190,7 +200,7 @@ def mixed_train_step(
     """The seed problem: build the hybrid model, take one SGD step on both halves.
 
     Args:
-      seed: integral value (int or float like ``3.0``) in ``[0, 2**31 - 2]``.
+      seed: integral value (int or float like ``3.0``) in ``[0, MAX_SEED]``.
       x: ``(in,)`` or ``(N, in)`` real array (ints are cast to float32).
       y: ``(out,)`` or ``(N, out)`` real array; same batch size as ``x``.
       lr: finite learning rate ``> 0``.

@@ -1,0 +1,162 @@
+"""The Hypothesis searches behind ``verify``: one shared search, then shrinking.
+
+Per case, one derandomized search draws examples and runs every pending invariant on
+each (sharing the example's gradient and step runs through the Subject's memo); each
+invariant that failed then gets a search of its own that shrinks its counterexample
+within a time budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import strategies as st
+from hypothesis.errors import FailedHealthCheck, Unsatisfiable
+
+from hybridcheck.invariants import PREFIX, InvariantNotApplicable
+from hybridcheck.subject import Example, Subject
+
+Check = Callable[[Subject, Example], None]
+
+
+def failure_message(name: str, exc: BaseException) -> str:
+    """The report's message for an invariant that raised ``exc``."""
+    if isinstance(exc, AssertionError):
+        return str(exc)
+    # The user's init, loss or step crashed: that is a finding, not our crash.
+    return (
+        f"{PREFIX} {name}: user code (the case's init, loss or step) raised "
+        f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-6:])
+    )
+
+
+class _AllFailed(Exception):
+    """Every invariant under search has failed: nothing left to learn."""
+
+
+@dataclasses.dataclass
+class Tally:
+    """What the shared search learned about one invariant."""
+
+    examples: int = 0
+    na_reasons: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    failure: tuple[str, Example] | None = None
+
+
+def settings_for(examples: int, *, shrink: bool) -> settings:
+    """Derandomized, no database, no deadline; shrinking only when asked."""
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        print_blob=False,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def search(
+    active: dict[str, Check],
+    subject: Subject,
+    drawn: st.SearchStrategy[Example],
+    examples: int,
+) -> tuple[dict[str, Tally], str]:
+    """One Hypothesis search: every invariant runs on each drawn example.
+
+    An example is rejected (drawn again) only when *every* pending invariant finds it
+    not applicable; an invariant that fails is not run again. No shrinking here:
+    :func:`shrink` does that for each failed invariant alone.
+
+    Returns the tallies and, if drawing examples itself raised (the case's init or
+    batch function crashed), that traceback.
+    """
+    tallies = {name: Tally() for name in active}
+
+    @settings_for(examples, shrink=False)
+    @given(example=drawn)
+    def run(example: Example) -> None:
+        applicable = False
+        pending = [n for n, t in tallies.items() if t.failure is None]
+        if not pending:
+            raise _AllFailed
+        for name in pending:
+            tally = tallies[name]
+            start = time.perf_counter()
+            try:
+                active[name](subject, example)
+            except InvariantNotApplicable as exc:
+                tally.na_reasons.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a failure is a finding
+                tally.failure = (failure_message(name, exc), example)
+                applicable = True
+            else:
+                tally.examples += 1
+                applicable = True
+            finally:
+                tally.seconds += time.perf_counter() - start
+        if not applicable:
+            reject()
+        if all(t.failure is not None for t in tallies.values()):
+            raise _AllFailed
+
+    try:
+        run()
+    except (_AllFailed, Unsatisfiable, FailedHealthCheck):
+        pass
+    except Exception as exc:  # noqa: BLE001 - init or batches crashed while drawing
+        return tallies, "".join(traceback.format_exception(exc)[-8:])
+    return tallies, ""
+
+
+class _ShrinkBudgetSpent(BaseException):  # noqa: N818 - a signal, not an error
+    """Stops Hypothesis mid-shrink. A BaseException so Hypothesis does not take it
+    for a failure of the test (it catches Exception) and lets it through at once."""
+
+
+def shrink(
+    name: str,
+    check: Check,
+    subject: Subject,
+    drawn: st.SearchStrategy[Example],
+    examples: int,
+    shrink_seconds: float,
+) -> tuple[str, Example] | None:
+    """A search for ``name`` alone, shrinking its failure; None if none is found.
+
+    Shrinking replays the step many times (eagerly, for some invariants), so it is
+    bounded: the first candidate drawn after ``shrink_seconds`` have passed since
+    the first failure stops the search, and the smallest failure so far (the latest:
+    Hypothesis only tries candidates smaller than its current best) is reported.
+    """
+    best: dict[str, Any] = {}
+
+    @settings_for(examples, shrink=True)
+    @given(example=drawn)
+    def prop(example: Example) -> None:
+        if best and time.perf_counter() > best["deadline"]:
+            raise _ShrinkBudgetSpent
+        try:
+            check(subject, example)
+        except InvariantNotApplicable:
+            reject()
+        except Exception as exc:
+            best.update(
+                message=failure_message(name, exc),
+                example=example,
+                deadline=best.get("deadline", time.perf_counter() + shrink_seconds),
+            )
+            raise
+
+    try:
+        prop()
+    except (_ShrinkBudgetSpent, Exception):  # noqa: BLE001 - we report `best`
+        pass
+    return (best["message"], best["example"]) if best else None

@@ -1,0 +1,56 @@
+"""Chex-style assertions about one hybrid training step, one module per family.
+
+Every assertion is host-side and pure: it returns ``None`` or raises
+``AssertionError`` (prefix ``[hybridcheck] <invariant>:``) whose message names the
+invariant, the half, the leaf path, the values and the tolerance, and says what it
+usually means. Misuse raises ``TypeError``/``ValueError``. When an example falls
+outside an invariant's precondition (a vanishing gradient for the first-order check)
+:class:`InvariantNotApplicable` is raised instead, so callers can count such examples
+rather than pass or fail them. ``assert_<name>`` fails as ``<name>``.
+"""
+
+from hybridcheck.invariants._tree import (
+    PREFIX,
+    InvariantNotApplicable,
+    error_regex,
+    fail,
+)
+from hybridcheck.invariants.execution import (
+    assert_all_finite,
+    assert_deterministic,
+    assert_inputs_unchanged,
+    assert_jit_matches_eager,
+    assert_retrace_budget,
+    assert_sharded_matches_single_device,
+)
+from hybridcheck.invariants.gradients import (
+    assert_every_half_gets_gradient,
+    assert_grads_match_finite_differences,
+    assert_grads_match_params,
+)
+from hybridcheck.invariants.updates import (
+    assert_loss_decrease_first_order,
+    assert_sgd_update,
+    assert_update_changes_exactly_graded_leaves,
+    assert_update_is_descent,
+)
+
+__all__ = [
+    "PREFIX",
+    "InvariantNotApplicable",
+    "error_regex",
+    "fail",
+    "assert_all_finite",
+    "assert_deterministic",
+    "assert_every_half_gets_gradient",
+    "assert_grads_match_finite_differences",
+    "assert_grads_match_params",
+    "assert_inputs_unchanged",
+    "assert_jit_matches_eager",
+    "assert_loss_decrease_first_order",
+    "assert_retrace_budget",
+    "assert_sgd_update",
+    "assert_sharded_matches_single_device",
+    "assert_update_changes_exactly_graded_leaves",
+    "assert_update_is_descent",
+]

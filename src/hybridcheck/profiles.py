@@ -1,0 +1,32 @@
+"""The profiles: how many examples each of dev, ci and thorough draws, in one table.
+
+``verify``, the CLI, the pytest plugin and this project's own Hypothesis profiles
+(root ``conftest.py``) all read it, so "dev" means the same number everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["Profile", "PROFILES"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Attributes:
+    examples: examples drawn per case (``verify``) or per property (tests).
+    shrink_seconds: how long each failed invariant may shrink its counterexample.
+    """
+
+    examples: int
+    shrink_seconds: float
+
+
+PROFILES: dict[str, Profile] = {
+    # a quick local look: one example per shape bucket and a few more.
+    "dev": Profile(examples=10, shrink_seconds=10.0),
+    # the PR gate and `nox -s tests`: derandomized.
+    "ci": Profile(examples=100, shrink_seconds=30.0),
+    # before a release.
+    "thorough": Profile(examples=1000, shrink_seconds=120.0),
+}

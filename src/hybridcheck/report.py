@@ -1,0 +1,136 @@
+"""The verifier's report: results per case and invariant, as a table or JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+__all__ = [
+    "HELD",
+    "FAILED",
+    "NOT_APPLICABLE",
+    "InvariantResult",
+    "CaseReport",
+    "Report",
+]
+
+HELD, FAILED, NOT_APPLICABLE = "held", "failed", "n/a"
+
+
+@dataclasses.dataclass
+class InvariantResult:
+    """One invariant on one case.
+
+    Attributes:
+      invariant: its name (as in the registry and the README).
+      status: ``"held"``, ``"failed"`` or ``"n/a"``.
+      examples: examples it ran on; ``skipped_examples``: examples outside its
+        precondition.
+      seconds: time it took, shared runs counted against the first user.
+      message: the failure (or n/a reason); ``counterexample``: the shrunk example.
+    """
+
+    invariant: str
+    status: str
+    examples: int = 0
+    skipped_examples: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    counterexample: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class CaseReport:
+    """Every invariant's result on one case, or the error that stopped the case."""
+
+    case: str
+    results: list[InvariantResult]
+    traces: int = 0
+    shape_buckets: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and all(r.status != FAILED for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "ok": self.ok,
+            "traces": self.traces,
+            "shape_buckets": self.shape_buckets,
+            "error": self.error,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+@dataclasses.dataclass
+class Report:
+    """What :func:`hybridcheck.verify` returns; ``ok`` is the verdict."""
+
+    cases: list[CaseReport]
+    profile: str
+    versions: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cases)
+
+    def failures(self) -> list[tuple[str, InvariantResult]]:
+        return [
+            (c.case, r) for c in self.cases for r in c.results if r.status == FAILED
+        ]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "ok": self.ok,
+                "profile": self.profile,
+                "versions": self.versions,
+                "cases": [c.to_dict() for c in self.cases],
+            },
+            indent=2,
+        )
+
+    def table(self) -> str:
+        """A plain-text table: one row per case and invariant, then the details."""
+        rows = [("case", "invariant", "status", "examples", "seconds")]
+        for c in self.cases:
+            if c.error:
+                rows.append((c.case, "(case)", "error", "-", "-"))
+            for r in c.results:
+                n = f"{r.examples}" + (
+                    f" (+{r.skipped_examples} n/a)" if r.skipped_examples else ""
+                )
+                rows.append((c.case, r.invariant, r.status, n, f"{r.seconds:.1f}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            for row in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        details = []
+        for c in self.cases:
+            if c.error:
+                details.append(f"\n{c.case}: could not be set up:\n{c.error}")
+            for r in c.results:
+                if r.status == FAILED:
+                    details.append(
+                        f"\n{c.case} / {r.invariant} FAILED\n{r.message}\n"
+                        f"counterexample: {r.counterexample}"
+                    )
+                elif r.status == NOT_APPLICABLE:
+                    details.append(
+                        f"\n{c.case} / {r.invariant}: not applicable: {r.message}"
+                    )
+        summary = (
+            f"\n{sum(len(c.results) for c in self.cases)} checks on {len(self.cases)} "
+            f"case(s): {len(self.failures())} failed. "
+            f"jax {self.versions['jax']}, flax {self.versions['flax']}, "
+            f"profile {self.profile}."
+        )
+        return "\n".join(lines) + "".join(details) + summary
