@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridcheck import checks
+from hybridcheck import registry
 from hybridcheck.checks import (
     conclude_every_half_gets_gradient as conclude_gradient_reach,
 )
@@ -31,7 +31,7 @@ EXAMPLE = SeedExample(
 def test_mutant_is_caught_by_its_invariant(mutant):
     subject = seed_subject(mutant.step)
     example = seed_example_to_check(EXAMPLE)
-    check = checks.REGISTRY[mutant.caught_by].check
+    check = registry.REGISTRY[mutant.caught_by].check
 
     def twice():  # some bugs need two calls to show (state carried between calls)
         check(subject, example)
@@ -41,9 +41,9 @@ def test_mutant_is_caught_by_its_invariant(mutant):
         twice()
 
 
-@pytest.mark.parametrize("invariant", list(checks.REGISTRY))
+@pytest.mark.parametrize("invariant", list(registry.REGISTRY))
 def test_correct_step_passes_the_fixed_example(invariant):
-    checks.REGISTRY[invariant].check(seed_subject(), seed_example_to_check(EXAMPLE))
+    registry.REGISTRY[invariant].check(seed_subject(), seed_example_to_check(EXAMPLE))
 
 
 def test_loss_ignoring_a_half_fails_gradient_flow():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given
 
-from hybridcheck import checks, strategies
+from hybridcheck import registry, strategies
 from hybridcheck.checks import (
     conclude_every_half_gets_gradient as conclude_gradient_reach,
 )
@@ -25,7 +25,7 @@ SUBJECT = seed_subject()
 # examples (gradient reach) has its own property below.
 PER_EXAMPLE = [
     name
-    for name, inv in checks.REGISTRY.items()
+    for name, inv in registry.REGISTRY.items()
     if not inv.needs_devices and inv.conclude is None
 ]
 
@@ -43,7 +43,7 @@ PER_EXAMPLE = [
 )
 def test_invariant_holds_for_seed_step(invariant, example):
     try:
-        checks.REGISTRY[invariant].check(SUBJECT, seed_example_to_check(example))
+        registry.REGISTRY[invariant].check(SUBJECT, seed_example_to_check(example))
     except InvariantNotApplicable:
         # Only the first-order check has a precondition here: ||g||^2 > 0. A zero
         # gradient needs every ReLU unit dead *and* zero residual, which random
@@ -54,7 +54,7 @@ def test_invariant_holds_for_seed_step(invariant, example):
 
 @given(example=strategies.seed_examples(batch_buckets=(4, 8)))
 def test_sharded_step_matches_single_device(example):
-    checks.REGISTRY["sharded_matches_single_device"].check(
+    registry.REGISTRY["sharded_matches_single_device"].check(
         SUBJECT, seed_example_to_check(example)
     )
 
@@ -65,7 +65,7 @@ def test_every_half_gets_gradient_across_examples():
 
     @given(example=strategies.seed_examples())
     def run(example):
-        checks.REGISTRY["every_half_gets_gradient"].check(
+        registry.REGISTRY["every_half_gets_gradient"].check(
             SUBJECT, seed_example_to_check(example)
         )
 
@@ -82,7 +82,9 @@ def test_retraces_stay_within_shape_buckets():
 
     @given(example=strategies.seed_examples())
     def run(example):
-        checks.REGISTRY["retrace_budget"].check(subject, seed_example_to_check(example))
+        registry.REGISTRY["retrace_budget"].check(
+            subject, seed_example_to_check(example)
+        )
 
     run()
     buckets = strategies.shape_bucket_count()

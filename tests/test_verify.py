@@ -9,7 +9,7 @@ import re
 import pytest
 
 import hybridcheck as hc
-from hybridcheck import checks
+from hybridcheck import registry
 from hybridcheck.cases import builtin_cases, mutant_cases
 from hybridcheck.cases.seed import SEED_CASE
 from hybridcheck.mutants import MUTANTS
@@ -23,7 +23,7 @@ def test_seed_case_holds_every_invariant():
     assert report.ok, report.table()
     (case,) = report.cases
     statuses = {r.invariant: r.status for r in case.results}
-    expected = set(checks.REGISTRY) | {"routes_agree"}
+    expected = set(registry.REGISTRY) | {"routes_agree"}
     assert set(statuses) == expected
     # Every invariant ran on real examples (the seed step is plain SGD and the
     # conftest forces 4 devices, so none is n/a as a whole).

@@ -9,7 +9,7 @@ from hybridcheck import seed
 from hybridcheck import strategies
 from hybridcheck.case import HybridCase
 from hybridcheck.case import sgd_step
-from hybridcheck.checks import REGISTRY
+from hybridcheck.registry import REGISTRY
 from hybridcheck.invariants import InvariantNotApplicable
 from hybridcheck.invariants import assert_all_finite
 from hybridcheck.invariants import assert_deterministic

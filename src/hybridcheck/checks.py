@@ -1,16 +1,13 @@
-"""The registry of invariants: each name, what it catches, and how it is checked.
+"""How each built-in invariant is checked on one example of a Subject.
 
-Each :class:`Invariant` runs on a :class:`~hybridcheck.subject.Subject` and one
-:class:`~hybridcheck.subject.Example`: it computes what it needs (the memoized
-gradient and steps, a float64 replay, a sharded run) and calls ``assert_<name>``
-from :mod:`hybridcheck.invariants`. Invariants judged across examples also have a
-``conclude`` step, run once after the search. :func:`hybridcheck.verify`, the
-pytest plugin and the property tests all drive this one table.
+``check_<name>(subject, example)`` computes what invariant ``<name>`` needs (the
+memoized gradient and steps, a float64 replay, a sharded run) and calls
+``assert_<name>`` from :mod:`hybridcheck.invariants`. The registry
+(:mod:`hybridcheck.registry`) names them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -24,8 +21,6 @@ from hybridcheck._conditioning import raise_if_ill_conditioned
 from hybridcheck.invariants.updates import SMALLEST_LR
 from hybridcheck.subject import Example, Subject, to64
 
-__all__ = ["Invariant", "REGISTRY", "static_not_applicable"]
-
 Check = Callable[[Subject, Example], None]
 
 KINK_JUMP = 1e-6
@@ -33,27 +28,20 @@ KINK_JUMP = 1e-6
 ``SMALLEST_LR`` means a kink is in reach: the first-order limit is not observable."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Invariant:
-    """One invariant of the registry.
-
-    Attributes:
-      name: ``<name>`` of ``assert_<name>``, the report line and the README row.
-      catches: one line (Markdown) saying what a failure means.
-      check: ``check(subject, example)``: raises ``AssertionError`` on a failure,
-        :class:`InvariantNotApplicable` outside its precondition.
-      conclude: ``conclude(subject)`` for a verdict across all examples, run once
-        after the search (``check`` then only gathers evidence).
-      needs_sgd: applies only to plain SGD steps.
-      needs_devices: applies only with two or more devices.
-    """
-
-    name: str
-    catches: str
-    check: Check
-    conclude: Callable[[Subject], None] | None = None
-    needs_sgd: bool = False
-    needs_devices: bool = False
+def _new_params(s: Subject, e: Example, name: str) -> Any:
+    """The jitted step's new params, failing ``name`` if their tree is not the
+    params' tree (rather than letting a leaf-by-leaf comparison crash on it)."""
+    new = s.jitted_result(e)
+    want, got = jax.tree.structure(e.params), jax.tree.structure(new)
+    if str(want) != str(got):
+        invariants.fail(
+            name,
+            [f"the step returned new params with tree {got}; the params have {want}"],
+            "A step must return the params container with every half and leaf it "
+            "was given (same nesting, same keys): a half dropped, returned twice or "
+            "wrapped (e.g. {'params': ...} twice) breaks the next step.",
+        )
+    return new
 
 
 def check_grads_match_params(s: Subject, e: Example) -> None:
@@ -67,11 +55,14 @@ def check_grads_match_params(s: Subject, e: Example) -> None:
 
 def check_update_changes_exactly_graded_leaves(s: Subject, e: Example) -> None:
     invariants.assert_update_changes_exactly_graded_leaves(
-        s.trainable(e.params), s.trainable(s.jitted_result(e)), s.grads(e), lr=e.lr
+        s.trainable(e.params),
+        s.trainable(_new_params(s, e, "update_changes_exactly_graded_leaves")),
+        s.grads(e),
+        lr=e.lr,
     )
 
 
-def _gather_grads(s: Subject, e: Example) -> None:
+def gather_grads(s: Subject, e: Example) -> None:
     s.grads(e)  # recorded in s.grads_seen where it is computed
 
 
@@ -127,13 +118,18 @@ def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
 
 def check_update_is_descent(s: Subject, e: Example) -> None:
     invariants.assert_update_is_descent(
-        s.trainable(e.params), s.trainable(s.jitted_result(e)), s.grads(e)
+        s.trainable(e.params),
+        s.trainable(_new_params(s, e, "update_is_descent")),
+        s.grads(e),
     )
 
 
 def check_sgd_update(s: Subject, e: Example) -> None:
     invariants.assert_sgd_update(
-        s.trainable(e.params), s.trainable(s.jitted_result(e)), s.grads(e), lr=e.lr
+        s.trainable(e.params),
+        s.trainable(_new_params(s, e, "sgd_update")),
+        s.grads(e),
+        lr=e.lr,
     )
 
 
@@ -211,90 +207,3 @@ def check_sharded_matches_single_device(s: Subject, e: Example) -> None:
     except AssertionError:
         raise_if_ill_conditioned(s, e, with_loss=False)
         raise
-
-
-_INVARIANTS = [
-    Invariant(
-        "grads_match_params",
-        "gradient / new params with another structure, shape or dtype than the params",
-        check_grads_match_params,
-    ),
-    Invariant(
-        "update_changes_exactly_graded_leaves",
-        "a half or leaf with a gradient that the step leaves unchanged (default "
-        "argnums, a half not updated, a closure, a stop_gradient); a leaf moved "
-        "without gradient",
-        check_update_changes_exactly_graded_leaves,
-    ),
-    Invariant(
-        "every_half_gets_gradient",
-        "across all examples, a half or leaf whose gradient is always zero (a loss "
-        "that closes over one half)",
-        _gather_grads,
-        conclude=conclude_every_half_gets_gradient,
-    ),
-    Invariant(
-        "loss_decrease_first_order",
-        "`(L0 - L(lr)) / (lr·‖g‖²) → 1` as lr → 0, in float64: one half updated "
-        "(ratio `‖g_half‖²/‖g‖²`), wrong step size, sign errors",
-        check_loss_decrease_first_order,
-        needs_sgd=True,
-    ),
-    Invariant(
-        "update_is_descent",
-        "per half `<new - old, -g> > 0` (holds for SGD, momentum, Adam's first "
-        "step): a sign error on one half",
-        check_update_is_descent,
-    ),
-    Invariant(
-        "sgd_update",
-        "for SGD steps, `new == old - lr·g` to 16 ulp, leaf by leaf",
-        check_sgd_update,
-        needs_sgd=True,
-    ),
-    Invariant(
-        "jit_matches_eager",
-        "Python-side state baked in at trace time (n/a on ill-conditioned examples, "
-        "see below)",
-        check_jit_matches_eager,
-    ),
-    Invariant(
-        "grads_match_finite_differences",
-        "wrong custom VJPs, partial stop_gradient (float64, "
-        "`jax.test_util.check_grads`)",
-        check_grads_match_finite_differences,
-    ),
-    Invariant(
-        "deterministic",
-        "host randomness, state carried between calls",
-        check_deterministic,
-    ),
-    Invariant("all_finite", "NaN/Inf after one step on finite input", check_all_finite),
-    Invariant("inputs_unchanged", "mutated or donated inputs", check_inputs_unchanged),
-    Invariant(
-        "retrace_budget",
-        "more traces than distinct input shapes (lr or seed baked in as constants)",
-        check_retrace_budget,
-    ),
-    Invariant(
-        "sharded_matches_single_device",
-        "data-parallel over forced host devices ≠ one device",
-        check_sharded_matches_single_device,
-        needs_devices=True,
-    ),
-]
-
-REGISTRY: dict[str, Invariant] = {inv.name: inv for inv in _INVARIANTS}
-"""Every built-in invariant by name, in report order."""
-
-
-def static_not_applicable(inv: Invariant, subject: Subject) -> str | None:
-    """Why ``inv`` cannot apply to ``subject`` at all (None if it may)."""
-    if inv.needs_sgd and not subject.sgd:
-        return "the step is not plain SGD (HybridCase.sgd is False)"
-    if inv.needs_devices and len(jax.devices()) < 2:
-        return (
-            f"only {len(jax.devices())} device; run with XLA_FLAGS="
-            "--xla_force_host_platform_device_count=4 (nox -s multidevice)"
-        )
-    return None

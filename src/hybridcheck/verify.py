@@ -16,9 +16,9 @@ import jax
 
 from hybridcheck import _search, compat
 from hybridcheck.case import HybridCase
-from hybridcheck.checks import REGISTRY, static_not_applicable
 from hybridcheck.invariants import InvariantNotApplicable
 from hybridcheck.profiles import PROFILES
+from hybridcheck.registry import REGISTRY, static_not_applicable
 from hybridcheck.report import (
     FAILED,
     HELD,

@@ -6,7 +6,7 @@ import pathlib
 import re
 
 import hybridcheck as hc
-from hybridcheck import checks, invariants
+from hybridcheck import invariants, registry
 from hybridcheck.cases.seed import SEED_CASE
 from hybridcheck.report import HELD
 
@@ -26,13 +26,13 @@ def readme_invariant_table() -> dict[str, str]:
 
 def test_readme_table_lists_exactly_the_registry():
     table = readme_invariant_table()
-    assert list(table) == list(checks.REGISTRY)
-    for name, inv in checks.REGISTRY.items():
+    assert list(table) == list(registry.REGISTRY)
+    for name, inv in registry.REGISTRY.items():
         assert table[name] == inv.catches, name
 
 
 def test_every_registered_invariant_has_its_assertion():
-    for name in checks.REGISTRY:
+    for name in registry.REGISTRY:
         assert callable(getattr(invariants, f"assert_{name}")), name
         assert callable(getattr(hc, f"assert_{name}")), name
 
@@ -44,3 +44,31 @@ def test_gradient_reach_alone_needs_no_other_check():
     (result,) = report.cases[0].results
     assert result.status == HELD, report.table()
     assert result.examples > 0
+
+
+def test_a_step_returning_another_structure_is_reported_as_that():
+    import dataclasses
+
+    from hybridcheck.cases.seed import seed_step
+    from hybridcheck.report import FAILED
+
+    def rewrapped(params, batch, lr):  # the Linen half wrapped in 'params' twice
+        new = seed_step(params, batch, lr)
+        return new._replace(linen={"params": new.linen})
+
+    case = dataclasses.replace(SEED_CASE, name="rewrapped", step=rewrapped)
+    report = hc.verify(
+        case,
+        profile="dev",
+        invariants=["grads_match_params", "update_is_descent"],
+        shrink_seconds=0,
+    )
+    results = {r.invariant: r for r in report.cases[0].results}
+    assert results["grads_match_params"].status == FAILED
+    assert "half 'linen': the step's new params has another tree structure" in (
+        results["grads_match_params"].message
+    )
+    assert results["update_is_descent"].status == FAILED
+    assert "the step returned new params with tree" in (
+        results["update_is_descent"].message
+    )
