@@ -209,6 +209,50 @@ TABLE = [
         ("input<root>: value changed",),
     ),
     Row(
+        "state_is_threaded",
+        lambda: inv.assert_state_is_threaded(
+            {"bn": {"mean": jnp.zeros(2)}},
+            {"bn": {"mean": jnp.ones(2)}},
+            {"bn": {"mean": jnp.ones(2)}},
+        ),
+        lambda: inv.assert_state_is_threaded(
+            {"bn": {"mean": jnp.zeros(2)}},
+            {"bn": {"mean": jnp.zeros(2)}},
+            {"bn": {"mean": jnp.ones(2)}},
+        ),
+        "state_is_threaded",
+        ("half 'bn' leaf ['mean'][0]", "came back unchanged (stale)"),
+    ),
+    Row(
+        "randomness_is_used",
+        lambda: inv.assert_randomness_is_used([False, True], advanced=[True]),
+        lambda: inv.assert_randomness_is_used([True], advanced=[False, False]),
+        "randomness_is_used",
+        ("on all 2 examples", "reuses the mask"),
+    ),
+    Row(
+        "every_trainable_is_trained",
+        lambda: inv.assert_every_trainable_is_trained(
+            [OLD, sgd(OLD, G), sgd(sgd(OLD, G), G)], [G, G], lr=LR
+        ),
+        lambda: inv.assert_every_trainable_is_trained(
+            [OLD, sgd(OLD, G), with_half(sgd(OLD, G), "nnx", sgd(OLD, G)["nnx"])],
+            [G, G],
+            lr=LR,
+        ),
+        "every_trainable_is_trained",
+        ("step 2: half 'nnx' leaf ['kernel']", "did not change"),
+    ),
+    Row(
+        "update_matches_tx",
+        lambda: inv.assert_update_matches_tx([sgd(OLD, G)], [sgd(OLD, G)], [OLD]),
+        lambda: inv.assert_update_matches_tx(
+            [sgd(OLD, G)], [sgd(OLD, G, lr=0.2)], [OLD]
+        ),
+        "update_matches_tx",
+        ("step 1: half 'nnx' leaf ['kernel']", "tx gives"),
+    ),
+    Row(
         "retrace_budget",
         lambda: inv.assert_retrace_budget(2, 2),
         lambda: inv.assert_retrace_budget(3, 2),

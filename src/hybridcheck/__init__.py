@@ -14,16 +14,20 @@ from hybridcheck.invariants import InvariantNotApplicable
 from hybridcheck.invariants import assert_all_finite
 from hybridcheck.invariants import assert_deterministic
 from hybridcheck.invariants import assert_every_half_gets_gradient
+from hybridcheck.invariants import assert_every_trainable_is_trained
 from hybridcheck.invariants import assert_grads_match_finite_differences
 from hybridcheck.invariants import assert_grads_match_params
 from hybridcheck.invariants import assert_inputs_unchanged
 from hybridcheck.invariants import assert_jit_matches_eager
 from hybridcheck.invariants import assert_loss_decrease_first_order
+from hybridcheck.invariants import assert_randomness_is_used
 from hybridcheck.invariants import assert_retrace_budget
 from hybridcheck.invariants import assert_sgd_update
 from hybridcheck.invariants import assert_sharded_matches_single_device
+from hybridcheck.invariants import assert_state_is_threaded
 from hybridcheck.invariants import assert_update_changes_exactly_graded_leaves
 from hybridcheck.invariants import assert_update_is_descent
+from hybridcheck.invariants import assert_update_matches_tx
 from hybridcheck.profiles import PROFILES
 from hybridcheck.report import CaseReport
 from hybridcheck.report import InvariantResult
@@ -65,16 +69,20 @@ __all__ = [
     "assert_all_finite",
     "assert_deterministic",
     "assert_every_half_gets_gradient",
+    "assert_every_trainable_is_trained",
     "assert_grads_match_finite_differences",
     "assert_grads_match_params",
     "assert_inputs_unchanged",
     "assert_jit_matches_eager",
     "assert_loss_decrease_first_order",
+    "assert_randomness_is_used",
     "assert_retrace_budget",
     "assert_sgd_update",
     "assert_sharded_matches_single_device",
+    "assert_state_is_threaded",
     "assert_update_changes_exactly_graded_leaves",
     "assert_update_is_descent",
+    "assert_update_matches_tx",
     "compat",
     "count_compiles",
     "init_params",

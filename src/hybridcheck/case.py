@@ -62,6 +62,15 @@ class HybridCase:
       frozen: ``frozen(half, leaf_path) -> bool``: leaves untrained on purpose.
       extra_checks: ``{name: check(params, batch, lr)}``, case-specific invariants
         (raise ``AssertionError`` to fail).
+      state_fn: ``state_fn(params, batch) -> {state half: pytree}``: the
+        ``non_trainable`` halves as one training forward pass leaves them; enables
+        ``state_is_threaded``.
+      reseed: ``reseed(params, batch, key) -> (params, batch)``: the same example
+        with other randomness (a new dropout key); enables ``randomness_is_used``.
+      rng_halves: halves of ``params`` holding RNG state the step must advance.
+      tx: ``tx(lr) -> optax.GradientTransformation``: the optimizer ``step``
+        applies, with its state threaded through a ``non_trainable`` half;
+        enables ``update_matches_tx``.
       param_seeds: how many distinct ``init`` keys to draw from (inits are cached).
       description: one line for ``--list``.
 
@@ -86,6 +95,10 @@ class HybridCase:
     extra_checks: Mapping[str, ExtraCheck] = dataclasses.field(default_factory=dict)
     param_seeds: int = 8
     description: str = ""
+    state_fn: Callable[[Any, Any], Any] | None = None
+    reseed: Callable[[Any, Any, Any], Any] | None = None
+    rng_halves: tuple[str, ...] = ()
+    tx: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -115,6 +128,13 @@ class HybridCase:
                 f"{self.non_trainable} but no step: the library cannot know how "
                 "your state is updated; pass step=your_train_step"
             )
+        for field in ("state_fn", "reseed", "tx"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"HybridCase({self.name!r}).{field} must be callable or None, "
+                    f"got {type(value).__name__}"
+                )
         if self.param_seeds < 1:
             raise ValueError(
                 f"HybridCase({self.name!r}).param_seeds must be >= 1, got "
@@ -138,12 +158,13 @@ class HybridCase:
                 params, labels=self.halves, name=f"HybridCase({self.name!r}): init()"
             )
         )
-        unknown = set(self.non_trainable) - set(labels)
-        if unknown:
-            raise ValueError(
-                f"HybridCase({self.name!r}).non_trainable names {sorted(unknown)}, "
-                f"not among its halves {labels}"
-            )
+        for field in ("non_trainable", "rng_halves"):
+            unknown = set(getattr(self, field)) - set(labels)
+            if unknown:
+                raise ValueError(
+                    f"HybridCase({self.name!r}).{field} names {sorted(unknown)}, "
+                    f"not among its halves {labels}"
+                )
         return labels
 
     def subject(self, example_params: Any) -> Subject:
@@ -164,6 +185,10 @@ class HybridCase:
             sgd=self.step is None if self.sgd is None else self.sgd,
             frozen=frozen,
             non_trainable=tuple(self.non_trainable),
+            state_fn=self.state_fn,
+            reseed=self.reseed,
+            rng_halves=tuple(self.rng_halves),
+            tx=self.tx,
         )
 
     def lr_strategy(self) -> st.SearchStrategy[float]:

@@ -28,7 +28,7 @@ KINK_JUMP = 1e-6
 ``SMALLEST_LR`` means a kink is in reach: the first-order limit is not observable."""
 
 
-def _new_params(s: Subject, e: Example, name: str) -> Any:
+def new_params(s: Subject, e: Example, name: str) -> Any:
     """The jitted step's new params, failing ``name`` if their tree is not the
     params' tree (rather than letting a leaf-by-leaf comparison crash on it)."""
     new = s.jitted_result(e)
@@ -56,14 +56,16 @@ def check_grads_match_params(s: Subject, e: Example) -> None:
 def check_update_changes_exactly_graded_leaves(s: Subject, e: Example) -> None:
     invariants.assert_update_changes_exactly_graded_leaves(
         s.trainable(e.params),
-        s.trainable(_new_params(s, e, "update_changes_exactly_graded_leaves")),
+        s.trainable(new_params(s, e, "update_changes_exactly_graded_leaves")),
         s.grads(e),
         lr=e.lr,
     )
 
 
 def gather_grads(s: Subject, e: Example) -> None:
-    s.grads(e)  # recorded in s.grads_seen where it is computed
+    # Along a short trajectory, not only at initialisation: LoRA's lora_a has a zero
+    # gradient at the first step (lora_b = 0) and a nonzero one from the second.
+    s.trajectory(e)  # each gradient is recorded in s.grads_seen where computed
 
 
 def conclude_every_half_gets_gradient(s: Subject) -> None:
@@ -109,7 +111,12 @@ def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
         def loss_at(lr: float) -> float:
             if lr == 0.0:
                 return float(s.loss64(params, batch))
-            return float(s.loss64(s.step64(params, batch, jnp.float64(lr)), batch))
+            new = s.step64(params, batch, jnp.float64(lr))
+            # The new trainable halves with the *old* state: the step also advances
+            # state (an RNG count, hence another dropout mask) that would change the
+            # loss by more than the first-order term being measured.
+            moved = s.join(params, {**s.split(params), **s.trainable(new)})
+            return float(s.loss64(moved, batch))
 
         invariants.assert_loss_decrease_first_order(
             loss_at, sq, loss_scale=abs(loss_at(0.0))
@@ -119,7 +126,7 @@ def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
 def check_update_is_descent(s: Subject, e: Example) -> None:
     invariants.assert_update_is_descent(
         s.trainable(e.params),
-        s.trainable(_new_params(s, e, "update_is_descent")),
+        s.trainable(new_params(s, e, "update_is_descent")),
         s.grads(e),
     )
 
@@ -127,7 +134,7 @@ def check_update_is_descent(s: Subject, e: Example) -> None:
 def check_sgd_update(s: Subject, e: Example) -> None:
     invariants.assert_sgd_update(
         s.trainable(e.params),
-        s.trainable(_new_params(s, e, "sgd_update")),
+        s.trainable(new_params(s, e, "sgd_update")),
         s.grads(e),
         lr=e.lr,
     )

@@ -18,7 +18,7 @@ import numpy as np
 
 from hybridcheck.seed import HybridParams, grads, loss, sgd_update
 
-__all__ = ["Mutant", "MUTANTS"]
+__all__ = ["Mutant", "MUTANTS", "CaseMutant", "CASE_MUTANTS"]
 
 
 class Mutant(NamedTuple):
@@ -193,5 +193,72 @@ MUTANTS: tuple[Mutant, ...] = (
         swapped_half_grads,
         "sgd_update",
         "each half updated with the other half's gradient",
+    ),
+)
+
+
+# --- training-loop bugs, on the BatchNorm + Dropout case ---------------------------
+
+
+class CaseMutant(NamedTuple):
+    """A broken variant of a whole built-in case and the invariant naming its bug."""
+
+    name: str
+    make: Callable[[], Any]
+    caught_by: str
+    bug: str
+
+
+def _stateful_case(name: str, **changes: Any) -> Any:
+    import dataclasses
+
+    from hybridcheck.cases import stateful
+
+    return dataclasses.replace(
+        stateful.CASE, name=f"mutant-{name}", extra_checks={}, **changes
+    )
+
+
+def _stale_stats() -> Any:
+    from hybridcheck.cases import stateful
+
+    def step(params: Any, batch: Any, lr: Any) -> Any:
+        new = stateful.step(params, batch, lr)
+        # BUG: the statistics the forward pass produced are dropped.
+        return {
+            **new,
+            "nnx_stats": params["nnx_stats"],
+            "linen_stats": params["linen_stats"],
+        }
+
+    return _stateful_case("stale_stats", step=step)
+
+
+def _fixed_dropout_key() -> Any:
+    from hybridcheck.cases import stateful
+
+    def pinned(batch: Any) -> Any:
+        return {**batch, "rng": jax.random.PRNGKey(0)}  # BUG: the key is ignored
+
+    return _stateful_case(
+        "fixed_dropout_key",
+        loss=lambda p, b: stateful.loss(p, pinned(b)),
+        step=lambda p, b, lr: stateful.step(p, pinned(b), lr),
+        state_fn=lambda p, b: stateful.state_after_forward(p, pinned(b)),
+    )
+
+
+CASE_MUTANTS: tuple[CaseMutant, ...] = (
+    CaseMutant(
+        "stale_stats",
+        _stale_stats,
+        "state_is_threaded",
+        "BatchNorm statistics from the forward pass dropped: the old ones returned",
+    ),
+    CaseMutant(
+        "fixed_dropout_key",
+        _fixed_dropout_key,
+        "randomness_is_used",
+        "Dropout fed a constant key: the same mask on every step",
     ),
 )

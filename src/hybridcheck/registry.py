@@ -30,6 +30,13 @@ from hybridcheck.checks import (
     conclude_every_half_gets_gradient,
     gather_grads,
 )
+from hybridcheck.checks_training import (
+    check_every_trainable_is_trained,
+    check_randomness_is_used,
+    check_state_is_threaded,
+    check_update_matches_tx,
+    conclude_randomness_is_used,
+)
 from hybridcheck.subject import Subject
 
 __all__ = ["Invariant", "REGISTRY", "static_not_applicable"]
@@ -48,6 +55,7 @@ class Invariant:
         after the search (``check`` then only gathers evidence).
       needs_sgd: applies only to plain SGD steps.
       needs_devices: applies only with two or more devices.
+      needs_field: applies only to cases that set this HybridCase field.
     """
 
     name: str
@@ -56,6 +64,7 @@ class Invariant:
     conclude: Callable[[Subject], None] | None = None
     needs_sgd: bool = False
     needs_devices: bool = False
+    needs_field: str = ""
 
 
 _INVARIANTS = [
@@ -79,6 +88,13 @@ _INVARIANTS = [
         conclude=conclude_every_half_gets_gradient,
     ),
     Invariant(
+        "every_trainable_is_trained",
+        "along a few consecutive steps, a trainable leaf (nnx.Param or subclass such "
+        "as LoRAParam, Linen `params`) with a gradient that the step does not update "
+        "(left out of the optimizer's `wrt` or of the differentiated arguments)",
+        check_every_trainable_is_trained,
+    ),
+    Invariant(
         "loss_decrease_first_order",
         "`(L0 - L(lr)) / (lr·‖g‖²) → 1` as lr → 0, in float64: one half updated "
         "(ratio `‖g_half‖²/‖g‖²`), wrong step size, sign errors",
@@ -96,6 +112,29 @@ _INVARIANTS = [
         "for SGD steps, `new == old - lr·g` to 16 ulp, leaf by leaf",
         check_sgd_update,
         needs_sgd=True,
+    ),
+    Invariant(
+        "update_matches_tx",
+        "where the case names its optax `tx`: a few consecutive steps differ from "
+        "`tx` applied to the gradients with its state threaded (a hyperparameter "
+        "changed, state re-initialised each step, a schedule that does not advance)",
+        check_update_matches_tx,
+        needs_field="tx",
+    ),
+    Invariant(
+        "state_is_threaded",
+        "state the training forward pass updates (BatchNorm statistics) returned "
+        "stale, moved by the optimizer, or taken from another pass",
+        check_state_is_threaded,
+        needs_field="state_fn",
+    ),
+    Invariant(
+        "randomness_is_used",
+        "across examples, a stochastic model whose loss ignores its key (Dropout left "
+        "in eval mode, a constant key) or whose step returns its RNG state unadvanced",
+        check_randomness_is_used,
+        conclude=conclude_randomness_is_used,
+        needs_field="reseed",
     ),
     Invariant(
         "jit_matches_eager",
@@ -137,6 +176,11 @@ def static_not_applicable(inv: Invariant, subject: Subject) -> str | None:
     """Why ``inv`` cannot apply to ``subject`` at all (None if it may)."""
     if inv.needs_sgd and not subject.sgd:
         return "the step is not plain SGD (HybridCase.sgd is False)"
+    if inv.needs_field and getattr(subject, inv.needs_field) is None:
+        return (
+            f"the case does not set HybridCase.{inv.needs_field} (see the README's "
+            "invariant table)"
+        )
     if inv.needs_devices and len(jax.devices()) < 2:
         return (
             f"only {len(jax.devices())} device; run with XLA_FLAGS="

@@ -22,7 +22,12 @@ from hybridcheck._typing import PyTree
 from hybridcheck.invariants._tree import join_halves, split_halves
 from hybridcheck.tracing import TraceCounter
 
-__all__ = ["Example", "Subject", "to64", "shape_key"]
+__all__ = ["Example", "Subject", "TRAJECTORY_STEPS", "to64", "shape_key"]
+
+TRAJECTORY_STEPS = 2
+"""Consecutive steps taken from each example for the trajectory invariants: two is
+the fewest that shows a leaf whose gradient is zero only at initialisation (LoRA's
+``lora_a`` while ``lora_b = 0``)."""
 
 
 class Example(NamedTuple):
@@ -71,6 +76,13 @@ class Subject:
       frozen: ``frozen(half, leaf_path) -> bool`` for leaves frozen on purpose.
       non_trainable: halves holding state (BatchNorm statistics): no gradient is
         taken for them and the gradient and update invariants skip them.
+      state_fn: ``state_fn(params, batch) -> {state half: pytree}``, the state
+        halves as one training forward pass leaves them (``state_is_threaded``).
+      reseed: ``reseed(params, batch, key) -> (params, batch)``, the example with
+        other randomness (``randomness_is_used``).
+      rng_halves: halves holding RNG state that the step must advance.
+      tx: ``tx(lr) -> optax.GradientTransformation``, the optimizer the step
+        applies, its state threaded through the params (``update_matches_tx``).
     """
 
     loss: Callable[[Any, Any], Any]
@@ -80,6 +92,10 @@ class Subject:
     sgd: bool = True
     frozen: Callable[[str, str], bool] | None = None
     non_trainable: tuple[str, ...] = ()
+    state_fn: Callable[[Any, Any], Any] | None = None
+    reseed: Callable[[Any, Any, Any], Any] | None = None
+    rng_halves: tuple[str, ...] = ()
+    tx: Callable[[Any], Any] | None = None
     traced: TraceCounter = dataclasses.field(init=False)
     jitted: Callable[..., Any] = dataclasses.field(init=False)
     grad_fn: Callable[..., Any] = dataclasses.field(init=False)
@@ -87,8 +103,10 @@ class Subject:
     loss64: Callable[..., Any] = dataclasses.field(init=False)
     loss_fn: Callable[..., Any] = dataclasses.field(init=False)
     half_loss: Callable[..., Any] = dataclasses.field(init=False)
+    forward_state: Callable[..., Any] | None = dataclasses.field(init=False)
     shapes_seen: set[Any] = dataclasses.field(init=False, default_factory=set)
     grads_seen: list[Any] = dataclasses.field(init=False, default_factory=list)
+    evidence: dict[str, list[Any]] = dataclasses.field(init=False, default_factory=dict)
     _memo_example: Example | None = dataclasses.field(init=False, default=None)
     _memo: dict[str, Any] = dataclasses.field(init=False, default_factory=dict)
 
@@ -107,6 +125,7 @@ class Subject:
         self.step64 = jax.jit(lambda p, b, lr: self.step(p, b, lr))
         self.loss64 = jax.jit(lambda p, b: self.loss(p, b))
         self.half_loss = jax.jit(self._loss_of_half, static_argnums=0)
+        self.forward_state = None if self.state_fn is None else jax.jit(self.state_fn)
 
     # -- the one reading of the params container ---------------------------------
 
@@ -191,19 +210,37 @@ class Subject:
         return self._memo_example is e and bool({"jitted", "eager"} & self._memo.keys())
 
     def grads(self, e: Example) -> dict[str, PyTree]:
-        """Gradients of the trainable halves at the example (jitted, memoized).
+        """Gradients of the trainable halves at the example (jitted, memoized)."""
+        return self._memoized(  # type: ignore[no-any-return]
+            e, "grads", lambda: self.grads_at(e.params, e.batch)
+        )
+
+    def grads_at(self, params: Any, batch: Any) -> dict[str, PyTree]:
+        """Gradients of the trainable halves at ``params``, recorded.
 
         Each computed gradient is recorded in ``grads_seen`` as one boolean per leaf
         ("some entry is nonzero"): what ``every_half_gets_gradient`` needs, at a
         memory cost independent of the model's size.
         """
+        g = self.grad_fn(params, batch)
+        self.grads_seen.append(jax.tree.map(lambda x: bool(np.any(x != 0)), g))
+        return g  # type: ignore[no-any-return]
+
+    def trajectory(self, e: Example) -> tuple[list[Any], list[Any]]:
+        """``TRAJECTORY_STEPS`` consecutive jitted steps from the example on its batch.
+
+        Returns the params ``p0 .. pK`` and the gradients ``g0 .. g(K-1)`` at the
+        first K of them (memoized; ``p1`` and ``g0`` are the example's own).
+        """
 
         def compute() -> Any:
-            g = self.grad_fn(e.params, e.batch)
-            self.grads_seen.append(jax.tree.map(lambda x: bool(np.any(x != 0)), g))
-            return g
+            points, grads = [e.params, self.jitted_result(e)], [self.grads(e)]
+            for _ in range(TRAJECTORY_STEPS - 1):
+                grads.append(self.grads_at(points[-1], e.batch))
+                points.append(self.jitted(points[-1], e.batch, e.lr))
+            return points, grads
 
-        return self._memoized(e, "grads", compute)  # type: ignore[no-any-return]
+        return self._memoized(e, "trajectory", compute)  # type: ignore[no-any-return]
 
     def jitted_result(self, e: Example) -> Any:
         """New params from the jitted step (memoized)."""

@@ -99,6 +99,17 @@ def step(params: dict[str, Any], batch: dict[str, Any], lr: Any) -> dict[str, An
     }
 
 
+def state_after_forward(params: dict[str, Any], batch: dict[str, Any]) -> Any:
+    """The statistics halves as one training forward pass leaves them."""
+    _, nnx_stats, linen_stats = forward(params, batch, train=True)
+    return {"nnx_stats": nnx_stats, "linen_stats": linen_stats}
+
+
+def reseed(params: Any, batch: dict[str, Any], key: Any) -> Any:
+    """The same example with another dropout key."""
+    return params, {**batch, "rng": key}
+
+
 def assert_eval_mode_ignores_rng(params: Any, batch: Any, lr: float) -> None:
     """Eval mode: no dropout, running statistics: the RNG key must not matter."""
     a, *_ = forward(params, batch, train=False)
@@ -131,5 +142,7 @@ CASE = HybridCase(
     sgd=True,
     non_trainable=("nnx_stats", "linen_stats"),
     extra_checks={"eval_mode_ignores_rng": assert_eval_mode_ignores_rng},
+    state_fn=state_after_forward,
+    reseed=reseed,
     description="nnx Linear/BatchNorm/Dropout -> Linen Dense/BatchNorm/Dropout/Dense",
 )

@@ -9,31 +9,27 @@ outside an invariant's precondition (a vanishing gradient for the first-order ch
 rather than pass or fail them. ``assert_<name>`` fails as ``<name>``.
 """
 
-from hybridcheck.invariants._tree import (
-    PREFIX,
-    InvariantNotApplicable,
-    error_regex,
-    fail,
-)
-from hybridcheck.invariants.execution import (
-    assert_all_finite,
-    assert_deterministic,
-    assert_inputs_unchanged,
-    assert_jit_matches_eager,
-    assert_retrace_budget,
-    assert_sharded_matches_single_device,
-)
-from hybridcheck.invariants.gradients import (
-    assert_every_half_gets_gradient,
-    assert_grads_match_finite_differences,
-    assert_grads_match_params,
-)
-from hybridcheck.invariants.updates import (
-    assert_loss_decrease_first_order,
-    assert_sgd_update,
-    assert_update_changes_exactly_graded_leaves,
-    assert_update_is_descent,
-)
+from hybridcheck.invariants._tree import PREFIX
+from hybridcheck.invariants._tree import InvariantNotApplicable
+from hybridcheck.invariants._tree import error_regex
+from hybridcheck.invariants._tree import fail
+from hybridcheck.invariants.execution import assert_all_finite
+from hybridcheck.invariants.execution import assert_deterministic
+from hybridcheck.invariants.execution import assert_inputs_unchanged
+from hybridcheck.invariants.execution import assert_jit_matches_eager
+from hybridcheck.invariants.execution import assert_retrace_budget
+from hybridcheck.invariants.execution import assert_sharded_matches_single_device
+from hybridcheck.invariants.gradients import assert_every_half_gets_gradient
+from hybridcheck.invariants.gradients import assert_grads_match_finite_differences
+from hybridcheck.invariants.gradients import assert_grads_match_params
+from hybridcheck.invariants.training import assert_every_trainable_is_trained
+from hybridcheck.invariants.training import assert_randomness_is_used
+from hybridcheck.invariants.training import assert_state_is_threaded
+from hybridcheck.invariants.training import assert_update_matches_tx
+from hybridcheck.invariants.updates import assert_loss_decrease_first_order
+from hybridcheck.invariants.updates import assert_sgd_update
+from hybridcheck.invariants.updates import assert_update_changes_exactly_graded_leaves
+from hybridcheck.invariants.updates import assert_update_is_descent
 
 __all__ = [
     "PREFIX",
@@ -42,15 +38,19 @@ __all__ = [
     "fail",
     "assert_all_finite",
     "assert_deterministic",
+    "assert_inputs_unchanged",
+    "assert_jit_matches_eager",
+    "assert_retrace_budget",
+    "assert_sharded_matches_single_device",
     "assert_every_half_gets_gradient",
     "assert_grads_match_finite_differences",
     "assert_grads_match_params",
-    "assert_inputs_unchanged",
-    "assert_jit_matches_eager",
+    "assert_every_trainable_is_trained",
+    "assert_randomness_is_used",
+    "assert_state_is_threaded",
+    "assert_update_matches_tx",
     "assert_loss_decrease_first_order",
-    "assert_retrace_budget",
     "assert_sgd_update",
-    "assert_sharded_matches_single_device",
     "assert_update_changes_exactly_graded_leaves",
     "assert_update_is_descent",
 ]

@@ -113,10 +113,11 @@ def leaves(tree: PyTree) -> list[tuple[str, Any]]:
 
 
 def paired_halves(
-    a: Any, b: Any, names: tuple[str, str]
+    a: Any, b: Any, names: tuple[str, str], *, min_halves: int = 1
 ) -> list[tuple[str, PyTree, PyTree]]:
     """``[(label, a_half, b_half)]``; both must have the same half labels."""
-    ha, hb = split_halves(a, name=names[0]), split_halves(b, name=names[1])
+    ha = split_halves(a, name=names[0], min_halves=min_halves)
+    hb = split_halves(b, name=names[1], min_halves=min_halves)
     if set(ha) != set(hb):
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same halves, got "
@@ -126,12 +127,12 @@ def paired_halves(
 
 
 def leaf_triples(
-    old: Any, new: Any, grads: Any
+    old: Any, new: Any, grads: Any, *, min_halves: int = 1
 ) -> Iterator[tuple[str, str, Any, Any, Any]]:
     """Yields ``(half, leaf_path, old_leaf, new_leaf, grad_leaf)`` over all halves."""
     for (label, o, n), (_, _, g) in zip(
-        paired_halves(old, new, ("old", "new")),
-        paired_halves(old, grads, ("old", "grads")),
+        paired_halves(old, new, ("old", "new"), min_halves=min_halves),
+        paired_halves(old, grads, ("old", "grads"), min_halves=min_halves),
         strict=True,
     ):
         for (path, ol), (_, nl), (_, gl) in zip(
