@@ -11,20 +11,27 @@ from hybridcheck.case import HybridCase
 from hybridcheck.case import sgd_step
 from hybridcheck.registry import REGISTRY
 from hybridcheck.invariants import InvariantNotApplicable
+from hybridcheck.migration import MigrationCase
 from hybridcheck.invariants import assert_all_finite
+from hybridcheck.invariants import assert_convert_covers_every_param
 from hybridcheck.invariants import assert_deterministic
 from hybridcheck.invariants import assert_every_half_gets_gradient
 from hybridcheck.invariants import assert_every_trainable_is_trained
+from hybridcheck.invariants import assert_grads_match_before
 from hybridcheck.invariants import assert_grads_match_finite_differences
 from hybridcheck.invariants import assert_grads_match_params
 from hybridcheck.invariants import assert_inputs_unchanged
 from hybridcheck.invariants import assert_jit_matches_eager
 from hybridcheck.invariants import assert_loss_decrease_first_order
+from hybridcheck.invariants import assert_loss_matches_before
 from hybridcheck.invariants import assert_randomness_is_used
 from hybridcheck.invariants import assert_retrace_budget
+from hybridcheck.invariants import assert_roundtrip
 from hybridcheck.invariants import assert_sgd_update
 from hybridcheck.invariants import assert_sharded_matches_single_device
 from hybridcheck.invariants import assert_state_is_threaded
+from hybridcheck.invariants import assert_step_matches_before
+from hybridcheck.invariants import assert_trajectory_matches_before
 from hybridcheck.invariants import assert_update_changes_exactly_graded_leaves
 from hybridcheck.invariants import assert_update_is_descent
 from hybridcheck.invariants import assert_update_matches_tx
@@ -57,29 +64,36 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "PROFILES",
-    "REGISTRY",
     "CaseReport",
     "HybridCase",
     "HybridParams",
     "InvariantNotApplicable",
     "InvariantResult",
+    "MigrationCase",
+    "PROFILES",
+    "REGISTRY",
     "Report",
     "TraceCounter",
     "assert_all_finite",
+    "assert_convert_covers_every_param",
     "assert_deterministic",
     "assert_every_half_gets_gradient",
     "assert_every_trainable_is_trained",
+    "assert_grads_match_before",
     "assert_grads_match_finite_differences",
     "assert_grads_match_params",
     "assert_inputs_unchanged",
     "assert_jit_matches_eager",
     "assert_loss_decrease_first_order",
+    "assert_loss_matches_before",
     "assert_randomness_is_used",
     "assert_retrace_budget",
+    "assert_roundtrip",
     "assert_sgd_update",
     "assert_sharded_matches_single_device",
     "assert_state_is_threaded",
+    "assert_step_matches_before",
+    "assert_trajectory_matches_before",
     "assert_update_changes_exactly_graded_leaves",
     "assert_update_is_descent",
     "assert_update_matches_tx",

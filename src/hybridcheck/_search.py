@@ -18,20 +18,25 @@ from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
+from hybridcheck._usercode import UserCodeError
 from hybridcheck.invariants import PREFIX, InvariantNotApplicable
-from hybridcheck.subject import Example, Subject
+from hybridcheck.subject import Example
 
-Check = Callable[[Subject, Example], None]
+Check = Callable[[Any, Example], None]
 
 
 def failure_message(name: str, exc: BaseException) -> str:
-    """The report's message for an invariant that raised ``exc``."""
+    """The report's message for an invariant that raised ``exc``, saying whose code
+    raised it: the case's (its loss, step, ...) or the checking itself."""
     if isinstance(exc, AssertionError):
         return str(exc)
-    # The user's init, loss or step crashed: that is a finding, not our crash.
+    tail = "".join(traceback.format_exception(exc)[-6:])
+    if isinstance(exc, UserCodeError):  # a finding about the user's code
+        return f"{PREFIX} {name}: {exc}\n{tail}"
     return (
-        f"{PREFIX} {name}: user code (the case's init, loss or step) raised "
-        f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-6:])
+        f"{PREFIX} {name}: checking raised {type(exc).__name__}: {exc} (not in the "
+        "case's loss or step: a case field that does not fit, or a hybridcheck bug "
+        f"to report)\n{tail}"
     )
 
 
@@ -65,7 +70,7 @@ def settings_for(examples: int, *, shrink: bool) -> settings:
 
 def search(
     active: dict[str, Check],
-    subject: Subject,
+    subject: Any,
     drawn: st.SearchStrategy[Example],
     examples: int,
 ) -> tuple[dict[str, Tally], str]:
@@ -124,7 +129,7 @@ class _ShrinkBudgetSpent(BaseException):  # noqa: N818 - a signal, not an error
 def shrink(
     name: str,
     check: Check,
-    subject: Subject,
+    subject: Any,
     drawn: st.SearchStrategy[Example],
     examples: int,
     shrink_seconds: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import jax
 from hypothesis import strategies as st
 
 from hybridcheck import strategies as hst
+from hybridcheck._usercode import call
 from hybridcheck._validate import MAX_SEED
 from hybridcheck.invariants._tree import split_halves
 from hybridcheck.subject import Example, Subject
@@ -34,6 +36,18 @@ def sgd_step(
         )
 
     return step
+
+
+def _named(case: str, where: str, fn: Any) -> Any:
+    """``fn`` whose exceptions say that the case's ``where`` raised them."""
+    if fn is None:
+        return None
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any) -> Any:
+        return call(case, where, fn, *args)
+
+    return wrapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +159,7 @@ class HybridCase:
 
     # -- what the verifier needs -------------------------------------------------
 
-    def labels(self, params: Any) -> tuple[str, ...]:
+    def labels(self, params: Any, *, min_halves: int = 2) -> tuple[str, ...]:
         """Half labels for ``params`` (from the container, else ``halves``).
 
         Raises:
@@ -155,7 +169,10 @@ class HybridCase:
         """
         labels = tuple(
             split_halves(
-                params, labels=self.halves, name=f"HybridCase({self.name!r}): init()"
+                params,
+                labels=self.halves,
+                name=f"HybridCase({self.name!r}): init()",
+                min_halves=min_halves,
             )
         )
         for field in ("non_trainable", "rng_halves"):
@@ -167,10 +184,18 @@ class HybridCase:
                 )
         return labels
 
-    def subject(self, example_params: Any) -> Subject:
-        """A fresh :class:`Subject` for this case (own jit cache and counters)."""
-        labels = self.labels(example_params)
-        step = self.step if self.step is not None else sgd_step(self.loss)
+    def subject(self, example_params: Any, *, min_halves: int = 2) -> Subject:
+        """A fresh :class:`Subject` for this case (own jit cache and counters).
+
+        ``min_halves=1`` for a side of a migration, which may be pure Linen or NNX.
+        """
+        labels = self.labels(example_params, min_halves=min_halves)
+        loss = _named(self.name, "loss", self.loss)
+        step = (
+            _named(self.name, "step", self.step)
+            if self.step is not None
+            else sgd_step(loss)  # the library's step: only the loss is the user's
+        )
         is_state = set(self.non_trainable)
         user_frozen = self.frozen
 
@@ -178,15 +203,15 @@ class HybridCase:
             return half in is_state or bool(user_frozen and user_frozen(half, path))
 
         return Subject(
-            loss=self.loss,
+            loss=loss,
             step=step,
             halves=labels,
             name=self.name,
             sgd=self.step is None if self.sgd is None else self.sgd,
             frozen=frozen,
             non_trainable=tuple(self.non_trainable),
-            state_fn=self.state_fn,
-            reseed=self.reseed,
+            state_fn=_named(self.name, "state_fn", self.state_fn),
+            reseed=_named(self.name, "reseed", self.reseed),
             rng_halves=tuple(self.rng_halves),
             tx=self.tx,
         )

@@ -34,6 +34,9 @@ def load_target(target: str) -> list[Any]:
       TargetError: with a one-line reason.
     """
     from hybridcheck.case import HybridCase
+    from hybridcheck.migration import MigrationCase
+
+    case_types = (HybridCase, MigrationCase)
 
     module_part, sep, name = target.rpartition(":")
     if not sep or not module_part or not name:
@@ -63,22 +66,22 @@ def load_target(target: str) -> list[Any]:
     if not hasattr(module, name):
         raise TargetError(f"{module_part} has no attribute {name!r}")
     obj = getattr(module, name)
-    if callable(obj) and not isinstance(obj, HybridCase):
+    if callable(obj) and not isinstance(obj, case_types):
         try:
             obj = obj()
         except Exception as exc:  # noqa: BLE001
             raise TargetError(
                 f"calling {name}() failed: {type(exc).__name__}: {exc}"
             ) from exc
-    cases = [obj] if isinstance(obj, HybridCase) else obj
+    cases = [obj] if isinstance(obj, case_types) else obj
     if (
         not isinstance(cases, list | tuple)
         or not cases
-        or not all(isinstance(c, HybridCase) for c in cases)
+        or not all(isinstance(c, case_types) for c in cases)
     ):
         raise TargetError(
-            f"{target} must be a HybridCase, a non-empty list of them, or a callable "
-            f"returning one; got {type(obj).__name__}"
+            f"{target} must be a HybridCase or MigrationCase, a non-empty list of "
+            f"them, or a callable returning one; got {type(obj).__name__}"
         )
     return list(cases)
 

@@ -313,9 +313,9 @@ def state_variable_type(obj: Any) -> type:
 def iter_submodules(module: Any) -> list[tuple[tuple[Any, ...], Any]]:
     """``(path, submodule)`` for every nnx Module in ``module``'s graph, root included.
 
-    As of Flax 0.12.0 ``nnx.iter_modules(module)`` is the function and the
-    ``Module.iter_modules()`` method warns (DeprecationWarning); before, the method
-    is the way.
+    As of Flax 0.12 ``nnx.iter_modules(module)`` is the function and the
+    ``Module.iter_modules()`` method warns (DeprecationWarning); 0.10.2 and 0.11.2
+    have only the method.
     """
     if hasattr(nnx, "iter_modules"):
         return list(nnx.iter_modules(module))
@@ -339,30 +339,72 @@ def collection_variable_type(collection: str) -> type | None:
     """The nnx Variable class registered for a Linen collection name, or ``None``.
 
     As of Flax 0.11 the registry is ``flax.nnx.variablelib.VariableTypeCache``
-    (``nnx.register_variable_name``); on 0.9.0-0.10.x it is
-    ``flax.nnx.bridge.variables.VariableTypeCache``. ``ToLinen`` registers a
-    Variable class under its class name when it first stores one (so
-    ``nnx.LoRAParam`` lands in a collection named ``"LoRAParam"``). Before 0.9.0
-    there is no bridge and only ``"params"`` is known. Reading never registers.
+    (``nnx.register_variable_name``); on 0.9.0-0.10.x the bridge keeps its own,
+    ``flax.nnx.bridge.variables.VariableTypeCache`` (0.10.2 also has an empty one
+    in ``variablelib``). ``ToLinen`` registers a Variable class under its class
+    name when it first stores one (so ``nnx.LoRAParam`` lands in a collection named
+    ``"LoRAParam"``). Before 0.9.0 only ``"params"`` is known. Reading never
+    registers.
     """
     if collection == "params":
         return nnx.Param  # type: ignore[no-any-return]
-    cache = getattr(getattr(nnx, "variablelib", None), "VariableTypeCache", None)
-    if cache is None and HAS_BRIDGE:
+    caches = [getattr(getattr(nnx, "variablelib", None), "VariableTypeCache", None)]
+    if HAS_BRIDGE:
         from flax.nnx.bridge import variables as bridge_variables
 
-        cache = getattr(bridge_variables, "VariableTypeCache", None)
-    return None if cache is None else cache.get(collection)
+        caches.append(getattr(bridge_variables, "VariableTypeCache", None))
+    found = [cache[collection] for cache in caches if cache and collection in cache]
+    return found[0] if found else None
 
 
 def drop_intermediates(module: Any) -> None:
     """Removes sown ``nnx.Intermediate`` variables from an nnx Module, in place.
 
-    As of Flax 0.9.0 (through 0.12.8) ``nnx.pop(module, nnx.Intermediate)`` does
-    this; a Linen ``sow`` through ``bridge.ToNNX`` called with ``mutable=True`` adds
-    such a variable on the first call. Early NNX had the ``Module.pop`` method.
+    As of Flax 0.10 (measured 0.10.2-0.12.8) ``nnx.pop(module, nnx.Intermediate)``
+    does this; a Linen ``sow`` through ``bridge.ToNNX`` called with ``mutable=True``
+    adds such a variable on the first call. Older NNX is assumed to have the
+    ``Module.pop`` method (not measured).
     """
     if hasattr(nnx, "pop"):
         nnx.pop(module, nnx.Intermediate)
     else:
         module.pop(nnx.Intermediate)
+
+
+def rng_state_type() -> type | None:
+    """The base class of NNX RNG state Variables (``RngKey``, ``RngCount``).
+
+    As of Flax 0.10 (measured 0.10.2-0.12.8) it is ``nnx.RngState``; an older NNX
+    without it gives ``None`` (its RNG state is then ordinary state).
+    """
+    return getattr(nnx, "RngState", None)
+
+
+def optimizer_state_type() -> type:
+    """The base class of ``nnx.Optimizer``'s own Variables (step count, optax state).
+
+    As of Flax 0.11 it is exported as ``nnx.OptState``; on 0.10.x it lives in
+    ``flax.nnx.training.optimizer`` only. ``OptArray``/``OptVariable`` subclass it.
+    """
+    if hasattr(nnx, "OptState"):
+        return nnx.OptState  # type: ignore[no-any-return]
+    from flax.nnx.training import optimizer as nnx_optimizer
+
+    return nnx_optimizer.OptState  # type: ignore[no-any-return]
+
+
+def optimizer_state(optimizer: Any) -> Any:
+    """An ``nnx.Optimizer``'s step count and optax state, as an ``nnx.State``.
+
+    Before Flax 0.11 the optimizer holds the model too: the filter leaves the
+    model's Variables out on every release.
+    """
+    return nnx.state(optimizer, optimizer_state_type())
+
+
+def set_optimizer_state(optimizer: Any, state: Any) -> None:
+    """Installs ``state`` (from :func:`optimizer_state`) into ``optimizer``, in place.
+
+    ``nnx.update`` does this on every release with ``flax.nnx`` (0.8.4+).
+    """
+    nnx.update(optimizer, state)

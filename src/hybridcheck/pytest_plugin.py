@@ -95,13 +95,16 @@ def invariant_tests(
       invariants: only these invariant names (default: every one).
     """
     from hybridcheck.case import HybridCase
+    from hybridcheck.migration import MigrationCase
     from hybridcheck.verify import known_invariants
 
-    case_list = [cases] if isinstance(cases, HybridCase) else list(cases)
-    if not case_list or not all(isinstance(c, HybridCase) for c in case_list):
-        bad = next((c for c in case_list if not isinstance(c, HybridCase)), None)
+    kinds = (HybridCase, MigrationCase)
+    case_list = [cases] if isinstance(cases, kinds) else list(cases)
+    if not case_list or not all(isinstance(c, kinds) for c in case_list):
+        bad = next((c for c in case_list if not isinstance(c, kinds)), None)
         raise TypeError(
-            "invariant_tests takes a HybridCase or a non-empty list of them, got "
+            "invariant_tests takes a HybridCase or MigrationCase or a non-empty list "
+            "of them, got "
             f"{type(cases).__name__}"
             + (f" holding a {type(bad).__name__}" if bad is not None else "")
         )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 
 from hybridcheck.checks import (
-    Check,
     check_all_finite,
     check_deterministic,
     check_grads_match_finite_differences,
@@ -30,6 +30,15 @@ from hybridcheck.checks import (
     conclude_every_half_gets_gradient,
     gather_grads,
 )
+from hybridcheck.checks_migration import (
+    check_convert_covers_every_param,
+    check_grads_match_before,
+    check_loss_matches_before,
+    check_roundtrip,
+    check_step_matches_before,
+    check_trajectory_matches_before,
+    conclude,
+)
 from hybridcheck.checks_training import (
     check_every_trainable_is_trained,
     check_randomness_is_used,
@@ -37,7 +46,6 @@ from hybridcheck.checks_training import (
     check_update_matches_tx,
     conclude_randomness_is_used,
 )
-from hybridcheck.subject import Subject
 
 __all__ = ["Invariant", "REGISTRY", "static_not_applicable"]
 
@@ -56,15 +64,17 @@ class Invariant:
       needs_sgd: applies only to plain SGD steps.
       needs_devices: applies only with two or more devices.
       needs_field: applies only to cases that set this HybridCase field.
+      kind: ``"step"`` (a HybridCase's step) or ``"migration"`` (a MigrationCase).
     """
 
     name: str
     catches: str
-    check: Check
-    conclude: Callable[[Subject], None] | None = None
+    check: Callable[[Any, Any], None]
+    conclude: Callable[[Any], None] | None = None
     needs_sgd: bool = False
     needs_devices: bool = False
     needs_field: str = ""
+    kind: str = "step"
 
 
 _INVARIANTS = [
@@ -166,19 +176,68 @@ _INVARIANTS = [
         check_sharded_matches_single_device,
         needs_devices=True,
     ),
+    Invariant(
+        "convert_covers_every_param",
+        "(migration) a before param the converter drops (a bias discarded, a slice "
+        "lost) or an after param it never fills; element by element, through "
+        "`jax.vjp`/`jax.jvp` of `convert`",
+        check_convert_covers_every_param,
+        kind="migration",
+    ),
+    Invariant(
+        "loss_matches_before",
+        "(migration) another loss than the Linen original on the converted weights "
+        "(epsilon, activation, transposed kernel, dropped residual, sum for mean), in "
+        "float64, in units of the original's float32 noise",
+        check_loss_matches_before,
+        conclude=conclude("loss_matches_before"),
+        kind="migration",
+    ),
+    Invariant(
+        "grads_match_before",
+        "(migration) the after gradient pulled back through `convert` (chain rule) "
+        "differs from the before gradient",
+        check_grads_match_before,
+        conclude=conclude("grads_match_before"),
+        kind="migration",
+    ),
+    Invariant(
+        "step_matches_before",
+        "(migration) one step moves the converted params or state (BatchNorm "
+        "statistics, momentum) differently from the original's step",
+        check_step_matches_before,
+        conclude=conclude("step_matches_before"),
+        kind="migration",
+    ),
+    Invariant(
+        "trajectory_matches_before",
+        "(migration) `steps` consecutive steps drift apart (state carried between "
+        "steps differs)",
+        check_trajectory_matches_before,
+        conclude=conclude("trajectory_matches_before"),
+        kind="migration",
+    ),
+    Invariant(
+        "roundtrip",
+        "(migration) `invert(convert(p)) != p` bitwise, where the case gives `invert`",
+        check_roundtrip,
+        needs_field="invert",
+        kind="migration",
+    ),
 ]
 
 REGISTRY: dict[str, Invariant] = {inv.name: inv for inv in _INVARIANTS}
 """Every built-in invariant by name, in report order."""
 
 
-def static_not_applicable(inv: Invariant, subject: Subject) -> str | None:
+def static_not_applicable(inv: Invariant, subject: Any) -> str | None:
     """Why ``inv`` cannot apply to ``subject`` at all (None if it may)."""
     if inv.needs_sgd and not subject.sgd:
         return "the step is not plain SGD (HybridCase.sgd is False)"
     if inv.needs_field and getattr(subject, inv.needs_field) is None:
+        owner = "MigrationCase" if inv.kind == "migration" else "HybridCase"
         return (
-            f"the case does not set HybridCase.{inv.needs_field} (see the README's "
+            f"the case does not set {owner}.{inv.needs_field} (see the README's "
             "invariant table)"
         )
     if inv.needs_devices and len(jax.devices()) < 2:

@@ -131,7 +131,11 @@ class Subject:
 
     def split(self, tree: Any, *, name: str = "params") -> dict[str, PyTree]:
         """``{half label: pytree}`` for params, new params or gradients."""
-        return split_halves(tree, labels=self.halves, name=f"{self.name}: {name}")
+        # One half is enough here: HybridCase requires two for a hybrid model, while
+        # a side of a migration may be pure Linen or pure NNX.
+        return split_halves(
+            tree, labels=self.halves, name=f"{self.name}: {name}", min_halves=1
+        )
 
     def trainable(self, tree: Any, *, name: str = "params") -> dict[str, PyTree]:
         """:meth:`split` without the non-trainable halves."""

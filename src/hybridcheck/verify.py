@@ -17,6 +17,7 @@ import jax
 from hybridcheck import _search, compat
 from hybridcheck.case import HybridCase
 from hybridcheck.invariants import InvariantNotApplicable
+from hybridcheck.migration import MigrationCase
 from hybridcheck.profiles import PROFILES
 from hybridcheck.registry import REGISTRY, static_not_applicable
 from hybridcheck.report import (
@@ -27,7 +28,6 @@ from hybridcheck.report import (
     InvariantResult,
     Report,
 )
-from hybridcheck.subject import Subject
 
 __all__ = ["verify"]
 
@@ -41,7 +41,7 @@ def _run_extra(extra: Callable[[Any, Any, float], None], _s: Any, e: Any) -> Non
     extra(e.params, e.batch, e.lr)
 
 
-def _conclude(name: str, subject: Subject, result: InvariantResult) -> None:
+def _conclude(name: str, subject: Any, result: InvariantResult) -> None:
     """Runs the cross-example verdict of ``name`` into ``result``."""
     conclude = REGISTRY[name].conclude if name in REGISTRY else None
     if conclude is None or result.status != HELD:
@@ -57,8 +57,15 @@ def _conclude(name: str, subject: Subject, result: InvariantResult) -> None:
     result.seconds += time.perf_counter() - start
 
 
+Case = HybridCase | MigrationCase
+
+
+def _kind(case: Case) -> str:
+    return "migration" if isinstance(case, MigrationCase) else "step"
+
+
 def _verify_case(
-    case: HybridCase,
+    case: Case,
     examples: int,
     only: Sequence[str] | None,
     progress: Callable[[str], None],
@@ -70,7 +77,9 @@ def _verify_case(
         return CaseReport(
             case.name, [], error="".join(traceback.format_exception(exc)[-8:])
         )
-    checks: dict[str, _search.Check] = {n: inv.check for n, inv in REGISTRY.items()}
+    checks: dict[str, _search.Check] = {
+        n: inv.check for n, inv in REGISTRY.items() if inv.kind == _kind(case)
+    }
     for extra_name, extra in case.extra_checks.items():
         checks[extra_name] = functools.partial(_run_extra, extra)
     selected = [n for n in checks if not only or n in only]
@@ -127,16 +136,19 @@ def _verify_case(
     )
 
 
-def known_invariants(cases: Iterable[HybridCase] = ()) -> list[str]:
-    """The registry's invariant names, then the extra checks of ``cases``."""
-    names = list(REGISTRY)
-    for c in cases:
+def known_invariants(cases: Iterable[Case] = ()) -> list[str]:
+    """The registry's invariants that apply to ``cases`` (by kind: a HybridCase's
+    step or a MigrationCase), then their extra checks."""
+    case_list = list(cases)
+    kinds = {_kind(c) for c in case_list} or {"step", "migration"}
+    names = [n for n, inv in REGISTRY.items() if inv.kind in kinds]
+    for c in case_list:
         names += [n for n in c.extra_checks if n not in names]
     return names
 
 
 def verify(
-    cases: HybridCase | Iterable[HybridCase],
+    cases: Case | Iterable[Case],
     *,
     profile: str = "ci",
     invariants: Sequence[str] | None = None,
@@ -146,7 +158,7 @@ def verify(
     """Checks every applicable invariant on each case, under Hypothesis.
 
     Args:
-      cases: a :class:`HybridCase` or several.
+      cases: a :class:`HybridCase` or :class:`MigrationCase`, or several.
       profile: ``"dev"``, ``"ci"`` or ``"thorough"`` (examples per case: see
         ``hybridcheck.profiles.PROFILES``).
       invariants: only these (names as in the report); default all.
@@ -164,13 +176,16 @@ def verify(
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    case_list = [cases] if isinstance(cases, HybridCase) else list(cases)
+    case_list = [cases] if isinstance(cases, Case) else list(cases)
     for c in case_list:
-        if not isinstance(c, HybridCase):
-            raise TypeError(f"cases must be HybridCase objects, got {type(c).__name__}")
+        if not isinstance(c, Case):
+            raise TypeError(
+                "cases must be HybridCase or MigrationCase objects, got "
+                f"{type(c).__name__}"
+            )
     if not case_list:
         raise ValueError("cases is empty: pass at least one HybridCase")
-    known = known_invariants(case_list)
+    known = known_invariants()
     unknown = set(invariants or ()) - set(known)
     if unknown:
         raise ValueError(

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hybridcheck.case import HybridCase
 
-__all__ = ["builtin_cases", "mutant_cases"]
+__all__ = ["builtin_cases", "migration_cases", "mutant_cases"]
 
 
-def builtin_cases() -> list[HybridCase]:
-    """Every built-in correct case, for this Flax release."""
+def builtin_cases() -> list[Any]:
+    """Every built-in correct case (hybrid models, then migrations) for this release."""
     from hybridcheck.cases import bridge, mlp, seed, stateful, transformer
 
-    return [seed.SEED_CASE, mlp.CASE, transformer.CASE, stateful.CASE, *bridge.cases()]
+    return [
+        seed.SEED_CASE,
+        mlp.CASE,
+        transformer.CASE,
+        stateful.CASE,
+        *bridge.cases(),
+        *migration_cases(),
+    ]
+
+
+def migration_cases() -> list[Any]:
+    """The built-in migrations: Linen original -> migrated model, with converters."""
+    from hybridcheck.cases import migrations
+
+    return list(migrations.cases())
 
 
 def mutant_cases() -> list[HybridCase]:

@@ -22,6 +22,12 @@ from hybridcheck.invariants.execution import assert_sharded_matches_single_devic
 from hybridcheck.invariants.gradients import assert_every_half_gets_gradient
 from hybridcheck.invariants.gradients import assert_grads_match_finite_differences
 from hybridcheck.invariants.gradients import assert_grads_match_params
+from hybridcheck.invariants.migration import assert_convert_covers_every_param
+from hybridcheck.invariants.migration import assert_grads_match_before
+from hybridcheck.invariants.migration import assert_loss_matches_before
+from hybridcheck.invariants.migration import assert_roundtrip
+from hybridcheck.invariants.migration import assert_step_matches_before
+from hybridcheck.invariants.migration import assert_trajectory_matches_before
 from hybridcheck.invariants.training import assert_every_trainable_is_trained
 from hybridcheck.invariants.training import assert_randomness_is_used
 from hybridcheck.invariants.training import assert_state_is_threaded
@@ -45,6 +51,12 @@ __all__ = [
     "assert_every_half_gets_gradient",
     "assert_grads_match_finite_differences",
     "assert_grads_match_params",
+    "assert_convert_covers_every_param",
+    "assert_grads_match_before",
+    "assert_loss_matches_before",
+    "assert_roundtrip",
+    "assert_step_matches_before",
+    "assert_trajectory_matches_before",
     "assert_every_trainable_is_trained",
     "assert_randomness_is_used",
     "assert_state_is_threaded",

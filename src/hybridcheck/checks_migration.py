@@ -1,0 +1,183 @@
+"""How the migration invariants are checked on one example of a MigrationSubject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybridcheck import compat, invariants
+from hybridcheck.invariants import migration as mig
+from hybridcheck.invariants._tree import leaves
+from hybridcheck.migration import MigrationSubject
+from hybridcheck.subject import Example, to64
+
+_ASSERT = {
+    "loss_matches_before": mig.assert_loss_matches_before,
+    "grads_match_before": mig.assert_grads_match_before,
+    "step_matches_before": mig.assert_step_matches_before,
+    "trajectory_matches_before": mig.assert_trajectory_matches_before,
+}
+
+
+def _record(ms: MigrationSubject, name: str, devs: list[mig.Deviation]) -> None:
+    """Records one example's deviations; fails at once past the hard limit (so the
+    example can be shrunk), otherwise the verdict waits for all examples."""
+    ms.evidence.setdefault(name, []).append(devs)
+    if any(d.units > mig.HARD_UNITS for d in devs):
+        _ASSERT[name]([devs])
+
+
+def conclude(name: str) -> Any:
+    def run(ms: MigrationSubject) -> None:
+        evidence = ms.evidence.get(name, [])
+        if not evidence:
+            raise invariants.InvariantNotApplicable("no example was compared")
+        _ASSERT[name](evidence)
+
+    run.__name__ = f"conclude_{name}"
+    return run
+
+
+def _random_like(key: Any, x: Any) -> Any:
+    """A random array like ``x``; ``float0`` zeros for integer leaves (JAX's
+    tangent and cotangent type for them)."""
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+        return jax.random.normal(key, jnp.shape(x), jnp.float64).astype(
+            jnp.result_type(x)
+        )
+    return np.zeros(np.shape(x), jax.dtypes.float0)
+
+
+def _nonzero(x: Any) -> Any:
+    """Which elements were reached; integer leaves (float0) are not traced."""
+    arr = np.asarray(x)
+    if arr.dtype == jax.dtypes.float0:
+        return np.ones(arr.shape, bool)
+    return arr != 0
+
+
+def check_convert_covers_every_param(ms: MigrationSubject, e: Example) -> None:
+    with compat.enable_x64():
+        p64 = to64(e.params)
+        key = jax.random.PRNGKey(0)
+        try:
+            out, pullback = jax.vjp(ms.convert, p64)
+            (back,) = pullback(jax.tree.map(lambda x: _random_like(key, x), out))
+            tangent = jax.tree.map(lambda x: _random_like(key, x), p64)
+            _, forward = jax.jvp(ms.convert, (p64,), (tangent,))
+        except Exception as exc:  # noqa: BLE001 - a host-side converter
+            raise invariants.InvariantNotApplicable(
+                f"convert is not differentiable by JAX ({type(exc).__name__}), so "
+                "element coverage cannot be traced"
+            ) from exc
+        reach = jax.tree.map(_nonzero, back)
+        source = jax.tree.map(_nonzero, forward)
+    mig.assert_convert_covers_every_param(reach, source)
+
+
+def check_loss_matches_before(ms: MigrationSubject, e: Example) -> None:
+    before32 = ms.before.loss_fn(e.params, e.batch)
+    with compat.enable_x64():
+        p64, b64 = to64(e.params), to64(e.batch)
+        before64 = ms.before.loss64(p64, b64)
+        after64 = ms.after.loss64(ms.convert64(e.params), b64)
+    _record(
+        ms,
+        "loss_matches_before",
+        [mig.deviation("loss", before64, after64, before32)],
+    )
+
+
+def check_grads_match_before(ms: MigrationSubject, e: Example) -> None:
+    before32 = ms.before.grad_fn(e.params, e.batch)
+    with compat.enable_x64():
+        p64, b64 = to64(e.params), to64(e.batch)
+        before64 = ms.before.grad_fn(p64, b64)
+        try:
+            after64 = ms.pulled_grad(p64, b64)
+        except Exception as exc:  # noqa: BLE001 - a host-side converter
+            raise invariants.InvariantNotApplicable(
+                f"convert is not differentiable by JAX ({type(exc).__name__}): the "
+                "after gradient cannot be pulled back to the before params"
+            ) from exc
+    devs = [
+        mig.deviation(f"gradient {half}{path}", b64_leaf, a64_leaf, b32_leaf)
+        for half in before64
+        for (path, b64_leaf), (_, a64_leaf), (_, b32_leaf) in zip(
+            leaves(before64[half]),
+            leaves(after64[half]),
+            leaves(before32[half]),
+            strict=True,
+        )
+    ]
+    _record(ms, "grads_match_before", devs)
+
+
+def _update_devs(
+    ms: MigrationSubject, start: Any, before_end: tuple[Any, Any], after_end: Any
+) -> list[mig.Deviation]:
+    """Deviations of the after model's update from the converted before update."""
+    before64, before32 = before_end
+    with compat.enable_x64():
+        origin = ms.convert64(start)
+        want64, want32 = ms.convert64(before64), ms.convert64(before32)
+    devs = []
+    for (path, o), (_, w64), (_, w32), (_, got) in zip(
+        leaves(origin), leaves(want64), leaves(want32), leaves(after_end), strict=True
+    ):
+        if not jnp.issubdtype(jnp.result_type(o), jnp.inexact):
+            if not np.array_equal(np.asarray(w64), np.asarray(got)):
+                devs.append(mig.Deviation(f"update {path}", np.inf, np.inf, 0))
+            continue
+        o_ = np.asarray(o, np.float64)
+        devs.append(
+            mig.deviation(
+                f"update {path}",
+                np.asarray(w64, np.float64) - o_,
+                np.asarray(got, np.float64) - o_,
+                np.asarray(w32, np.float64) - o_,
+            )
+        )
+    return devs
+
+
+def _run(ms: MigrationSubject, e: Example, steps: int) -> tuple[Any, Any, Any]:
+    """``steps`` steps of both models from the example: before in float64 and in
+    float32, after (from the converted params) in float64."""
+    before32 = e.params
+    for _ in range(steps):
+        before32 = ms.before.jitted(before32, e.batch, e.lr)
+    with compat.enable_x64():
+        b64, lr = to64(e.batch), jnp.float64(e.lr)
+        before64, after64 = to64(e.params), ms.convert64(e.params)
+        for _ in range(steps):
+            before64 = ms.before.step64(before64, b64, lr)
+            after64 = ms.after.step64(after64, b64, lr)
+    return before64, before32, after64
+
+
+def check_step_matches_before(ms: MigrationSubject, e: Example) -> None:
+    before64, before32, after64 = _run(ms, e, 1)
+    _record(
+        ms,
+        "step_matches_before",
+        _update_devs(ms, e.params, (before64, before32), after64),
+    )
+
+
+def check_trajectory_matches_before(ms: MigrationSubject, e: Example) -> None:
+    before64, before32, after64 = _run(ms, e, ms.steps)
+    _record(
+        ms,
+        "trajectory_matches_before",
+        _update_devs(ms, e.params, (before64, before32), after64),
+    )
+
+
+def check_roundtrip(ms: MigrationSubject, e: Example) -> None:
+    if ms.invert is None:
+        raise invariants.InvariantNotApplicable("the case has no invert")
+    mig.assert_roundtrip(e.params, ms.invert(ms.convert(e.params)))

@@ -1,0 +1,154 @@
+"""MigrationCase: a model before and after a Linen -> NNX migration, and the converter.
+
+A migration PR replaces Linen code with NNX code and converts the checkpoint. Its
+bugs are semantic (an epsilon, an activation, a transposed kernel, a dropped bias),
+so the migrated step is consistent with itself and only a comparison with the model
+before the PR catches them. The comparisons are in
+:mod:`hybridcheck.checks_migration`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+from hypothesis import strategies as st
+
+from hybridcheck.case import HybridCase
+from hybridcheck.subject import Example, Subject, to64
+
+__all__ = ["MigrationCase", "MigrationSubject"]
+
+
+@dataclasses.dataclass
+class MigrationSubject:
+    """Both sides of a migration made runnable, and the converters.
+
+    ``before`` and ``after`` are ordinary Subjects (each side may have a single
+    half); ``evidence`` collects per-example deviations for the verdicts taken
+    across examples.
+    """
+
+    name: str
+    before: Subject
+    after: Subject
+    convert: Callable[[Any], Any]
+    invert: Callable[[Any], Any] | None
+    steps: int
+    evidence: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    sgd: bool = True
+    pulled_grad: Callable[..., Any] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pulled_grad = jax.jit(self._pulled_grad)
+
+    @property
+    def traced(self) -> Any:
+        return self.after.traced
+
+    @property
+    def shapes_seen(self) -> Any:
+        return self.after.shapes_seen
+
+    def convert64(self, params: Any) -> Any:
+        """``convert`` of the float64 params (call under ``compat.enable_x64()``)."""
+        return to64(self.convert(to64(params)))
+
+    def _pulled_grad(self, params: Any, batch: Any) -> Any:
+        """The gradient of ``after.loss(convert(p))`` w.r.t. the before model's
+        trainable halves: by the chain rule it equals the before model's gradient
+        when both compute the same function, whatever layout ``convert`` produces."""
+        b = self.before
+        halves = b.split(params)
+
+        def loss_of(train: Any) -> Any:
+            return self.after.loss(
+                self.convert(b.join(params, {**halves, **train})), batch
+            )
+
+        return jax.grad(loss_of)(b.trainable(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationCase:
+    """A migration: the case before, the case after, and the checkpoint converter.
+
+    Attributes:
+      name: shown in reports.
+      before: the model before the PR (usually pure Linen), as a HybridCase in any
+        form (functional, ``from_linen``, ``from_nnx``); it may have a single half.
+        Its ``init``, ``batches`` and ``lr`` draw the examples.
+      after: the model after the PR (may be pure NNX), consuming the same batches.
+      convert: ``convert(before_params) -> after_params``, the PR's checkpoint
+        converter; it must accept float64 params (comparisons are in float64).
+      invert: the converter back, if there is one (enables ``roundtrip``).
+      steps: consecutive steps compared by ``trajectory_matches_before``.
+      description: one line for ``--list``.
+    """
+
+    name: str
+    before: HybridCase
+    after: HybridCase
+    convert: Callable[[Any], Any]
+    invert: Callable[[Any], Any] | None = None
+    steps: int = 3
+    description: str = ""
+    extra_checks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(
+                f"MigrationCase.name must be a non-empty str, got {self.name!r}"
+            )
+        for side in ("before", "after"):
+            if not isinstance(getattr(self, side), HybridCase):
+                raise TypeError(
+                    f"MigrationCase({self.name!r}).{side} must be a HybridCase, got "
+                    f"{type(getattr(self, side)).__name__}"
+                )
+        if not callable(self.convert):
+            raise TypeError(
+                f"MigrationCase({self.name!r}).convert must be callable, got "
+                f"{type(self.convert).__name__}"
+            )
+        if self.invert is not None and not callable(self.invert):
+            raise TypeError(
+                f"MigrationCase({self.name!r}).invert must be callable or None, got "
+                f"{type(self.invert).__name__}"
+            )
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(
+                f"MigrationCase({self.name!r}).steps must be an int >= 1, got "
+                f"{self.steps!r}"
+            )
+
+    def init(self, key: jax.Array) -> Any:
+        """The before model's params (the checkpoint the PR converts)."""
+        return self.before.init(key)
+
+    def subject(self, before_params: Any) -> MigrationSubject:
+        """Both sides made runnable; the after side from ``convert(before_params)``."""
+        try:
+            after_params = self.convert(before_params)
+        except Exception as exc:
+            raise ValueError(
+                f"MigrationCase({self.name!r}).convert raised on the before model's "
+                f"params: {type(exc).__name__}: {exc}"
+            ) from exc
+        before = self.before.subject(before_params, min_halves=1)
+        after = self.after.subject(after_params, min_halves=1)
+        return MigrationSubject(
+            name=self.name,
+            before=before,
+            after=after,
+            convert=self.convert,
+            invert=self.invert,
+            steps=self.steps,
+            sgd=before.sgd and after.sgd,
+        )
+
+    def examples(self) -> st.SearchStrategy[Example]:
+        """The before case's examples: its params, batches and learning rates."""
+        return self.before.examples()

@@ -1,0 +1,112 @@
+"""Migration equivalence: built-in migrations hold, semantic bugs fail by name,
+reorderings of the same math pass, and the verdict across examples is rounding-aware."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import pytest
+
+import hybridcheck as hc
+from hybridcheck.cases import migrations
+from hybridcheck.invariants import error_regex
+from hybridcheck.invariants import migration as mig
+from hybridcheck.registry import REGISTRY
+from hybridcheck.report import FAILED, HELD
+
+MIGRATION_INVARIANTS = [n for n, inv in REGISTRY.items() if inv.kind == "migration"]
+
+
+@pytest.mark.parametrize(
+    "case", migrations.cases() + migrations.reorderings(), ids=lambda c: c.name
+)
+def test_exact_migrations_and_reorderings_hold_every_invariant(case):
+    report = hc.verify(case, profile="dev", shrink_seconds=0)
+    assert report.ok, report.table()
+    statuses = {r.invariant: r.status for r in report.cases[0].results}
+    assert set(statuses) == set(MIGRATION_INVARIANTS)
+    # roundtrip is n/a only where the case gives no inverse.
+    assert all(
+        s == HELD for n, s in statuses.items() if n != "roundtrip" or case.invert
+    ), statuses
+
+
+@pytest.mark.parametrize("mutant", migrations.mutants(), ids=lambda m: m.name)
+def test_semantic_bug_is_rejected_by_the_invariant_naming_it(mutant):
+    report = hc.verify(
+        mutant.make(), profile="dev", invariants=[mutant.caught_by], shrink_seconds=0
+    )
+    (result,) = report.cases[0].results
+    assert result.status == FAILED, report.table()
+    assert result.message.startswith(f"[hybridcheck] {mutant.caught_by}:")
+
+
+def dev(units, sign=1, what="loss"):
+    return mig.Deviation(what, 1e-6 * units, units, sign)
+
+
+def test_rounding_like_deviations_pass():
+    # About the float32 noise, either sign: what float32-internal ops give.
+    examples = [[dev(0.8, s)] for s in (1, -1, 1, -1, 1, -1, 1, 1, -1, 1)]
+    examples += [[dev(1.3, 1)], [dev(0.0, 0)]]
+    mig.assert_loss_matches_before(examples)
+
+
+@pytest.mark.parametrize(
+    ("examples", "part"),
+    [
+        ([[dev(17.0)]], "over the 16x limit"),
+        ([[dev(3.0, s)] for s in (1, -1, 1, -1, 1, -1)], "systematic deviation"),
+        ([[dev(0.5, -1)] for _ in range(8)], "same direction (-)"),
+    ],
+    ids=["hard-limit", "most-examples-above-noise", "one-direction"],
+)
+def test_systematic_deviations_fail(examples, part):
+    with pytest.raises(
+        AssertionError, match=error_regex("loss_matches_before", "loss", part)
+    ):
+        mig.assert_loss_matches_before(examples)
+
+
+def test_deviation_is_zero_for_the_same_math_and_floors_the_noise():
+    same = mig.deviation("x", jnp.ones(3), jnp.ones(3) * (1 + 1e-13), jnp.ones(3))
+    assert same.units == 0.0
+    # before32 == before64 by chance: the noise is floored at one float32 rounding.
+    d = mig.deviation("x", jnp.ones(3), jnp.ones(3) * (1 + 1e-6), jnp.ones(3))
+    assert 0 < d.units < 10
+    assert d.sign == 1
+
+
+def test_convert_coverage_and_roundtrip_name_the_leaf():
+    with pytest.raises(
+        AssertionError,
+        match=error_regex("convert_covers_every_param", "before leaf ['b']", "1 of 2"),
+    ):
+        mig.assert_convert_covers_every_param(
+            {"a": jnp.array([True]), "b": jnp.array([True, False])},
+            {"w": jnp.array([True, True, True])},
+        )
+    with pytest.raises(AssertionError, match=error_regex("roundtrip", "leaf ['w']")):
+        mig.assert_roundtrip({"w": jnp.ones(2)}, {"w": jnp.ones(2) * 2})
+    mig.assert_roundtrip({"w": jnp.ones(2)}, {"w": jnp.ones(2)})
+
+
+def test_migration_case_validates_its_fields():
+    (base,) = [c for c in migrations.cases() if c.name == "migrate-embed"]
+    with pytest.raises(TypeError, match=r"MigrationCase\('x'\)\.before"):
+        dataclasses.replace(base, name="x", before=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"MigrationCase\('x'\)\.convert"):
+        dataclasses.replace(base, name="x", convert=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"MigrationCase\('x'\)\.steps"):
+        dataclasses.replace(base, name="x", steps=0)
+
+
+def test_a_converter_that_raises_is_a_case_error():
+    (base,) = [c for c in migrations.cases() if c.name == "migrate-embed"]
+
+    def broken(p):
+        raise KeyError("embed")
+
+    report = hc.verify(dataclasses.replace(base, convert=broken), profile="dev")
+    assert "convert raised on the before model's params" in report.cases[0].error
