@@ -103,8 +103,11 @@ def check_grads_match_before(ms: MigrationSubject, e: Example) -> None:
                 f"convert is not differentiable by JAX ({type(exc).__name__}): the "
                 "after gradient cannot be pulled back to the before params"
             ) from exc
+    scale = mig.tree_norm(before64)
     devs = [
-        mig.deviation(f"gradient {half}{path}", b64_leaf, a64_leaf, b32_leaf)
+        mig.deviation(
+            f"gradient {half}{path}", b64_leaf, a64_leaf, b32_leaf, scale=scale
+        )
         for half in before64
         for (path, b64_leaf), (_, a64_leaf), (_, b32_leaf) in zip(
             leaves(before64[half]),
@@ -124,6 +127,16 @@ def _update_devs(
     with compat.enable_x64():
         origin = ms.convert64(start)
         want64, want32 = ms.convert64(before64), ms.convert64(before32)
+    moved = jax.tree.map(
+        lambda w, o: (
+            np.asarray(w, np.float64) - np.asarray(o, np.float64)
+            if jnp.issubdtype(jnp.result_type(o), jnp.inexact)
+            else np.zeros(())
+        ),
+        want64,
+        origin,
+    )
+    scale = mig.tree_norm(moved)
     devs = []
     for (path, o), (_, w64), (_, w32), (_, got) in zip(
         leaves(origin), leaves(want64), leaves(want32), leaves(after_end), strict=True
@@ -139,6 +152,7 @@ def _update_devs(
                 np.asarray(w64, np.float64) - o_,
                 np.asarray(got, np.float64) - o_,
                 np.asarray(w32, np.float64) - o_,
+                scale=scale,
             )
         )
     return devs

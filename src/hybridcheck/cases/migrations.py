@@ -382,6 +382,65 @@ def nnx_to_embed(p: Any) -> Any:
     return {"linen": {"params": {k: dict(p["nnx"][k]) for k in ("embed", "head")}}}
 
 
+# --- a pre-norm self-attention block --------------------------------------------------
+
+
+class LinenAttention(nn.Module):
+    @nn.compact
+    def __call__(self, x: Any) -> Any:
+        h = nn.LayerNorm(name="norm")(x)
+        return x + nn.MultiHeadDotProductAttention(num_heads=H, name="attn")(h)
+
+
+class NnxAttention(nnx.Module):
+    def __init__(self, rngs: Any) -> None:
+        self.norm = nnx.LayerNorm(D, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=H, in_features=D, decode=False, rngs=rngs
+        )
+
+    def __call__(self, x: Any) -> Any:
+        return x + self.attn(self.norm(x))
+
+
+@st.composite
+def _sequence_batches(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    n = draw(st.sampled_from([2, 4]))
+    return (
+        draw(hst.bounded_arrays((n, T, D), max_magnitude=3.0)),
+        draw(hst.bounded_arrays((n, T, D), max_magnitude=3.0)),
+    )
+
+
+_ATTN, _NNX_ATTN = LinenAttention(), NnxAttention(nnx.Rngs(0))
+LINEN_ATTENTION = HybridCase(
+    name="linen-attention",
+    init=lambda key: {"linen": _ATTN.init(key, jnp.zeros((1, T, D)))},
+    loss=lambda p, b: _mse(_ATTN.apply(p["linen"], b[0]), b[1]),
+    batches=_sequence_batches(),
+)
+NNX_ATTENTION = HybridCase(
+    name="nnx-attention",
+    init=lambda key: {"nnx": compat.params_as_dict(NnxAttention(nnx.Rngs(key)))},
+    loss=lambda p, b: _mse(compat.module_with_params(_NNX_ATTN, p["nnx"])(b[0]), b[1]),
+    batches=_sequence_batches(),
+)
+
+
+def attention_to_nnx(p: Any, *, swap_heads: bool = False) -> Any:
+    v = p["linen"]["params"]
+    attn = {k: dict(v["attn"][k]) for k in ("query", "key", "value", "out")}
+    if swap_heads:  # BUG variant: (in, heads, head_dim) read as (in, head_dim, heads)
+        attn["query"]["kernel"] = jnp.swapaxes(attn["query"]["kernel"], 1, 2)
+    return {"nnx": {"norm": dict(v["norm"]), "attn": attn}}
+
+
+def nnx_to_attention(p: Any) -> Any:
+    v = p["nnx"]
+    attn = {k: dict(v["attn"][k]) for k in ("query", "key", "value", "out")}
+    return {"linen": {"params": {"norm": dict(v["norm"]), "attn": attn}}}
+
+
 # --- the built-in migrations, their bugs, and correct rewrites ---------------------
 
 
@@ -421,6 +480,14 @@ def cases() -> list[MigrationCase]:
             description="Dense/BatchNorm (statistics threaded), Linen -> NNX",
         ),
         MigrationCase(
+            "migrate-attention",
+            LINEN_ATTENTION,
+            NNX_ATTENTION,
+            attention_to_nnx,
+            nnx_to_attention,
+            description="LayerNorm + self-attention + residual, Linen -> NNX",
+        ),
+        MigrationCase(
             "migrate-embed",
             LINEN_EMBED,
             NNX_EMBED,
@@ -448,12 +515,24 @@ def _drop_bias(p: Any) -> Any:
 def mutants() -> list[CaseMutant]:
     """Semantic migration bugs, each with the invariant that names it."""
     (bn,) = [c for c in cases() if c.name == "migrate-batchnorm"]
+    (attention,) = [c for c in cases() if c.name == "migrate-attention"]
     return [
         CaseMutant(
-            "layernorm-eps",
-            lambda: _block("mig-eps", BlockVariant(eps=1e-3)),
+            "attention-heads-swapped",
+            lambda: dataclasses.replace(
+                attention,
+                name="mig-attn-heads",
+                convert=lambda p: attention_to_nnx(p, swap_heads=True),
+                invert=None,
+            ),
             "loss_matches_before",
-            "LayerNorm epsilon 1e-6 -> 1e-3",
+            "query kernel's heads and head_dim axes swapped by the converter",
+        ),
+        CaseMutant(
+            "layernorm-eps",
+            lambda: _block("mig-eps", BlockVariant(eps=1e-5)),
+            "loss_matches_before",
+            "LayerNorm epsilon 1e-6 -> 1e-5",
         ),
         CaseMutant(
             "exact-gelu",

@@ -32,6 +32,7 @@ __all__ = [
     "SYSTEMATIC_SHARE",
     "SIGN_RUN",
     "deviation",
+    "tree_norm",
     "assert_convert_covers_every_param",
     "assert_matches_before",
     "assert_roundtrip",
@@ -73,27 +74,53 @@ def _norm(x: Any) -> float:
     return float(np.sqrt(np.sum(np.square(np.asarray(x, np.float64)))))
 
 
-def deviation(what: str, before64: Any, after64: Any, before32: Any) -> Deviation:
+def deviation(
+    what: str, before64: Any, after64: Any, before32: Any, *, scale: float = 0.0
+) -> Deviation:
     """The deviation of ``after64`` from ``before64``, in units of float32 noise.
 
-    The noise is ``|before32 - before64|`` floored at one float32 rounding of the
-    result, so that an example whose float32 noise happens to cancel does not make
+    Args:
+      what: names the quantity in the report.
+      before64, after64: the quantity from each model, in float64.
+      before32: the before model's quantity in float32 (its rounding noise).
+      scale: the magnitude of the whole quantity this is a part of (a gradient's
+        norm over all leaves). A leaf that is zero by cancellation (the key kernel's
+        gradient over identical tokens) carries rounding noise of the size of the
+        terms that cancel, not of its own size: deviations and noise are measured
+        against the larger of the two.
+
+    The noise is ``|before32 - before64|`` floored at one float32 rounding of that
+    scale, so that an example whose float32 noise happens to cancel does not make
     any deviation look huge.
     """
     b64 = np.asarray(before64, np.float64)
     a64 = np.asarray(after64, np.float64)
     b32 = np.asarray(before32, np.float64)
-    scale = max(_norm(b64), np.finfo(np.float64).tiny)
+    size = max(_norm(b64), float(scale), np.finfo(np.float64).tiny)
     diff = _norm(a64 - b64)
-    rel = diff / scale
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        rel = float(np.float64(diff) / np.float64(size))
     if rel <= EXACT_RTOL:
         return Deviation(what, rel, 0.0, 0)
-    noise = max(_norm(b32 - b64), float(np.finfo(np.float32).eps) * scale)
+    noise = max(_norm(b32 - b64), float(np.finfo(np.float32).eps) * size)
     flat = (a64 - b64).ravel()
     sign = int(np.sign(flat[np.argmax(np.abs(flat))])) if flat.size else 0
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         units = float(np.float64(diff) / np.float64(noise))
     return Deviation(what, rel, units if np.isfinite(units) else np.inf, sign)
+
+
+def tree_norm(tree: Any) -> float:
+    """The norm over every floating leaf of ``tree`` (the ``scale`` of its parts)."""
+    return float(
+        np.sqrt(
+            sum(
+                _norm(x) ** 2
+                for _, x in leaves(tree)
+                if np.issubdtype(np.asarray(x).dtype, np.inexact)
+            )
+        )
+    )
 
 
 def assert_matches_before(
