@@ -42,7 +42,7 @@ COMPAT_PAIRS: list[tuple[str, str]] = [
 # Pairs known NOT to work (COMPAT-FACTS): the report shows their upstream error.
 BROKEN_PAIRS: list[tuple[str, str]] = [("0.10.7", "0.8.0"), ("0.9.0", "0.4.36")]
 
-TEST_DEPS = ["pytest>=8", "optax>=0.2.2"]
+TEST_DEPS = ["pytest>=8", "optax>=0.2.2", "junitparser>=3"]
 HOST_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 

@@ -130,3 +130,27 @@ def test_python_dash_m_entry_point():
     assert proc.returncode == 0, proc.stderr
     assert "--profile" in proc.stdout
     assert "usage: hybridcheck verify" in proc.stdout
+
+
+def test_junit_and_markdown_reports_are_written(user_file, tmp_path):
+    junit, markdown = tmp_path / "r.xml", tmp_path / "r.md"
+    code = main(
+        [
+            "verify",
+            f"{user_file}:both",
+            "--profile",
+            "dev",
+            "--quiet",
+            "--invariant",
+            "update_changes_exactly_graded_leaves",
+            "--junit",
+            str(junit),
+            "--markdown",
+            str(markdown),
+            "--timeout",
+            "600",
+        ]
+    )
+    assert code == 1
+    assert 'failures="1"' in junit.read_text()
+    assert "❌ **failed**" in markdown.read_text()

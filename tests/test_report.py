@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import junitparser
+
 from hybridcheck.report import (
     FAILED,
     HELD,
@@ -48,3 +50,40 @@ def test_json_round_trips():
     assert data["ok"] is False
     assert data["versions"] == VERSIONS
     assert data["cases"][0]["results"][0] == result.to_dict()
+
+
+def test_junit_reads_back_with_junitparser(tmp_path):
+    path = tmp_path / "report.xml"
+    path.write_text(
+        report(
+            InvariantResult("sgd_update", HELD, examples=10, seconds=1.5),
+            InvariantResult("all_finite", FAILED, message="[hybridcheck] x\n  - y"),
+            InvariantResult("deterministic", NOT_APPLICABLE, message="no devices"),
+        ).to_junit()
+    )
+    xml = junitparser.JUnitXml.fromfile(str(path))
+    (suite,) = list(xml)
+    assert suite.name == "mine"
+    assert (suite.tests, suite.failures, suite.skipped, suite.errors) == (3, 1, 1, 0)
+    cases = {c.name: c for c in suite}
+    assert cases["sgd_update"].is_passed
+    (failure,) = cases["all_finite"].result
+    assert failure.message == "[hybridcheck] x"
+    assert "counterexample" in failure.text
+    assert cases["deterministic"].is_skipped
+
+
+def test_junit_reports_a_case_error():
+    text = report(error="init raised").to_junit()
+    assert 'errors="1"' in text
+    assert "init raised" in text
+
+
+def test_markdown_table_and_failure_details():
+    text = report(
+        InvariantResult("sgd_update", HELD, examples=10),
+        InvariantResult("all_finite", FAILED, message="[hybridcheck] all_finite: x"),
+    ).to_markdown()
+    assert text.startswith("### hybridcheck: FAILED")
+    assert "| mine | `sgd_update` | ✅ held | 10 |" in text
+    assert "<details><summary>mine / all_finite</summary>" in text

@@ -162,3 +162,54 @@ def test_a_failure_says_whose_code_raised():
     assert "[bad-loss] the user's loss raised ZeroDivisionError: in the loss" in (
         result.message
     )
+
+
+def test_a_hanging_step_is_reported_within_its_budget():
+    import time
+
+    def hangs(params, batch, lr):
+        while True:  # a step that never returns (in Python)
+            time.sleep(0.01)
+
+    case = dataclasses.replace(SEED_CASE, name="hangs", step=hangs, extra_checks={})
+    start = time.perf_counter()
+    report = hc.verify(
+        case,
+        profile="dev",
+        invariants=["update_is_descent", "all_finite"],
+        timeout=2.0,
+        shrink_seconds=0,
+    )
+    assert time.perf_counter() - start < 30
+    results = {r.invariant: r for r in report.cases[0].results}
+    running = results["update_is_descent"]
+    assert running.status == FAILED
+    assert "the case's 2 s budget (--timeout) ran out while this invariant ran" in (
+        running.message
+    )
+    assert running.counterexample.startswith("Example(")
+    assert results["all_finite"].status == NOT_APPLICABLE
+    assert "not run" in results["all_finite"].message
+    assert not report.ok
+
+
+def test_ctrl_c_returns_the_partial_report():
+    def interrupted(params, batch, lr):
+        raise KeyboardInterrupt
+
+    cases = [
+        dataclasses.replace(SEED_CASE, name="first", extra_checks={}),
+        dataclasses.replace(SEED_CASE, name="second", step=interrupted),
+        dataclasses.replace(SEED_CASE, name="never-run"),
+    ]
+    report = hc.verify(cases, profile="dev", invariants=["all_finite"])
+    assert report.interrupted == "interrupted (Ctrl-C)"
+    assert [c.case for c in report.cases] == ["first", "second"]
+    assert report.cases[0].results[0].status == HELD
+    assert not report.ok
+    assert "INTERRUPTED" in report.table()
+
+
+def test_timeout_is_validated():
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        hc.verify(SEED_CASE, timeout=-1)

@@ -44,6 +44,33 @@ class _AllFailed(Exception):
     """Every invariant under search has failed: nothing left to learn."""
 
 
+class CaseTimeout(BaseException):  # noqa: N818 - a signal, not an error
+    """The case's time budget ran out. A BaseException so that neither Hypothesis
+    nor the checks' ``except Exception`` swallow it."""
+
+
+@dataclasses.dataclass
+class Running:
+    """What the verifier is doing right now, for a report cut short.
+
+    Attributes:
+      invariant: the invariant being checked.
+      example: the example it is being checked on.
+      deadline: ``time.perf_counter()`` value after which the case stops (or None).
+    """
+
+    invariant: str = ""
+    example: Any = None
+    deadline: float | None = None
+
+    def start(self, invariant: str, example: Any) -> None:
+        """Records the next check; raises CaseTimeout once past the deadline (the
+        cooperative half of the budget: the other is an alarm signal)."""
+        self.invariant, self.example = invariant, example
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise CaseTimeout
+
+
 @dataclasses.dataclass
 class Tally:
     """What the shared search learned about one invariant."""
@@ -73,17 +100,19 @@ def search(
     subject: Any,
     drawn: st.SearchStrategy[Example],
     examples: int,
-) -> tuple[dict[str, Tally], str]:
+    tallies: dict[str, Tally],
+    running: Running,
+) -> str:
     """One Hypothesis search: every invariant runs on each drawn example.
 
     An example is rejected (drawn again) only when *every* pending invariant finds it
     not applicable; an invariant that fails is not run again. No shrinking here:
     :func:`shrink` does that for each failed invariant alone.
 
-    Returns the tallies and, if drawing examples itself raised (the case's init or
-    batch function crashed), that traceback.
+    Fills ``tallies`` (one per invariant of ``active``) as it goes, so a search cut
+    short leaves what it learned. Returns, if drawing examples itself raised (the
+    case's init or batch function crashed), that traceback, else "".
     """
-    tallies = {name: Tally() for name in active}
 
     @settings_for(examples, shrink=False)
     @given(example=drawn)
@@ -94,6 +123,7 @@ def search(
             raise _AllFailed
         for name in pending:
             tally = tallies[name]
+            running.start(name, example)
             start = time.perf_counter()
             try:
                 active[name](subject, example)
@@ -117,8 +147,8 @@ def search(
     except (_AllFailed, Unsatisfiable, FailedHealthCheck):
         pass
     except Exception as exc:  # noqa: BLE001 - init or batches crashed while drawing
-        return tallies, "".join(traceback.format_exception(exc)[-8:])
-    return tallies, ""
+        return "".join(traceback.format_exception(exc)[-8:])
+    return ""
 
 
 class _ShrinkBudgetSpent(BaseException):  # noqa: N818 - a signal, not an error
@@ -133,6 +163,7 @@ def shrink(
     drawn: st.SearchStrategy[Example],
     examples: int,
     shrink_seconds: float,
+    running: Running,
 ) -> tuple[str, Example] | None:
     """A search for ``name`` alone, shrinking its failure; None if none is found.
 
@@ -148,6 +179,7 @@ def shrink(
     def prop(example: Example) -> None:
         if best and time.perf_counter() > best["deadline"]:
             raise _ShrinkBudgetSpent
+        running.start(name, example)
         try:
             check(subject, example)
         except InvariantNotApplicable:

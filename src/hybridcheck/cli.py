@@ -1,7 +1,10 @@
 """``hybridcheck verify`` — the PR gate's command line.
 
-Exit codes: 0 every invariant holds; 1 an invariant failed; 2 the target could not
-be loaded or the arguments are wrong (one line on stderr says why).
+Exit codes: 0 every invariant holds; 1 an invariant failed, including a case that
+overran its ``--timeout`` (a step that hangs is a broken step: the report names the
+invariant and example it was running); 2 the target could not be loaded or the
+arguments are wrong (one line on stderr says why); 130 interrupted by Ctrl-C (the
+partial report is printed first).
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import pathlib
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -109,7 +114,41 @@ def _parser() -> argparse.ArgumentParser:
         help="only this invariant (repeatable)",
     )
     verify.add_argument("--quiet", action="store_true", help="no progress lines")
+    verify.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds each case may take (default: the profile's; 0: no limit)",
+    )
+    verify.add_argument(
+        "--junit", metavar="PATH", help="write JUnit XML (one testcase per invariant)"
+    )
+    verify.add_argument(
+        "--markdown",
+        metavar="PATH",
+        help="write the table as Markdown (a CI job summary, a PR comment)",
+    )
     return parser
+
+
+def _watchdog(seconds: float) -> threading.Timer:
+    """Ends the process if the run outlives every case's budget by a margin: a step
+    stuck inside compiled code cannot be interrupted from Python."""
+
+    def fire() -> None:
+        print(
+            f"hybridcheck: error: still running {seconds:.0f} s after start, past "
+            "every case's --timeout: a step is stuck inside compiled code (an "
+            "endless lax.while_loop, a collective waiting for a device); exiting",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,16 +186,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
 
+    timeout: Any = PROFILES[args.profile].timeout
+    if args.timeout is not None:
+        timeout = args.timeout or None
+    watchdog = _watchdog(timeout * len(cases) + 120.0) if timeout else None
     try:
         report = verify(
-            cases, profile=args.profile, invariants=args.invariant, progress=progress
+            cases,
+            profile=args.profile,
+            invariants=args.invariant,
+            progress=progress,
+            timeout=timeout,
         )
     except (ValueError, TypeError) as exc:
         print(f"hybridcheck: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     print(report.table())
-    if args.json:
-        pathlib.Path(args.json).write_text(report.to_json())
+    for path, text in (
+        (args.json, report.to_json),
+        (args.junit, report.to_junit),
+        (args.markdown, report.to_markdown),
+    ):
+        if path:
+            pathlib.Path(path).write_text(text())
+    if report.interrupted:
+        return 130
     return 0 if report.ok else 1
 
 

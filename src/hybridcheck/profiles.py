@@ -16,17 +16,21 @@ class Profile:
     """Attributes:
     examples: examples drawn per case (``verify``) or per property (tests).
     shrink_seconds: how long each failed invariant may shrink its counterexample.
+    timeout: seconds each case may take before it is reported as failed (None: no
+      limit). The PR gate's profile has one, so a step that hangs fails the job
+      instead of hanging it.
     """
 
     examples: int
     shrink_seconds: float
+    timeout: float | None = None
 
 
 PROFILES: dict[str, Profile] = {
     # a quick local look: one example per shape bucket and a few more.
     "dev": Profile(examples=10, shrink_seconds=10.0),
     # the PR gate and `nox -s tests`: derandomized.
-    "ci": Profile(examples=100, shrink_seconds=30.0),
+    "ci": Profile(examples=100, shrink_seconds=30.0, timeout=1200.0),
     # before a release.
     "thorough": Profile(examples=1000, shrink_seconds=120.0),
 }

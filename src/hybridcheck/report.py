@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import xml.etree.ElementTree as ET
 from typing import Any
 
 __all__ = [
@@ -75,10 +76,11 @@ class Report:
     cases: list[CaseReport]
     profile: str
     versions: dict[str, str]
+    interrupted: str = ""
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.cases)
+        return not self.interrupted and all(c.ok for c in self.cases)
 
     def failures(self) -> list[tuple[str, InvariantResult]]:
         return [
@@ -91,6 +93,7 @@ class Report:
                 "ok": self.ok,
                 "profile": self.profile,
                 "versions": self.versions,
+                "interrupted": self.interrupted,
                 "cases": [c.to_dict() for c in self.cases],
             },
             indent=2,
@@ -127,6 +130,8 @@ class Report:
                     details.append(
                         f"\n{c.case} / {r.invariant}: not applicable: {r.message}"
                     )
+        if self.interrupted:
+            details.append(f"\nINTERRUPTED: {self.interrupted} (partial report)")
         summary = (
             f"\n{sum(len(c.results) for c in self.cases)} checks on {len(self.cases)} "
             f"case(s): {len(self.failures())} failed. "
@@ -134,3 +139,100 @@ class Report:
             f"profile {self.profile}."
         )
         return "\n".join(lines) + "".join(details) + summary
+
+    def to_markdown(self) -> str:
+        """The table as GitHub-flavoured Markdown, for a job summary or PR comment."""
+        icon = {HELD: "✅ held", FAILED: "❌ **failed**", NOT_APPLICABLE: "➖ n/a"}
+        lines = [
+            f"### hybridcheck: {'passed' if self.ok else 'FAILED'}",
+            "",
+            f"jax {self.versions.get('jax')}, flax {self.versions.get('flax')}, "
+            f"profile `{self.profile}`"
+            + (f"; **interrupted**: {self.interrupted}" if self.interrupted else ""),
+            "",
+            "| case | invariant | status | examples | seconds |",
+            "|---|---|---|---|---|",
+        ]
+        for c in self.cases:
+            if c.error:
+                lines.append(f"| {_md(c.case)} | (case) | ❌ **error** | - | - |")
+            for r in c.results:
+                n = f"{r.examples}" + (
+                    f" (+{r.skipped_examples} n/a)" if r.skipped_examples else ""
+                )
+                status = icon.get(r.status, r.status)
+                lines.append(
+                    f"| {_md(c.case)} | `{r.invariant}` | {status} | {n} | "
+                    f"{r.seconds:.1f} |"
+                )
+        for case, r in self.failures():
+            lines += [
+                "",
+                f"<details><summary>{_md(case)} / {r.invariant}</summary>",
+                "",
+                "```",
+                r.message,
+                f"counterexample: {r.counterexample}",
+                "```",
+                "</details>",
+            ]
+        for c in self.cases:
+            if c.error:
+                lines += [
+                    "",
+                    f"**{_md(c.case)}** could not be set up:",
+                    "```",
+                    c.error,
+                    "```",
+                ]
+        return "\n".join(lines) + "\n"
+
+    def to_junit(self) -> str:
+        """JUnit XML: one testsuite per case, one testcase per invariant; a failed
+        invariant is a ``<failure>`` with the message and counterexample, an n/a one
+        ``<skipped>`` with its reason, a case that cannot be set up an ``<error>``."""
+        suites = ET.Element("testsuites", name="hybridcheck")
+        totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        for c in self.cases:
+            suite = ET.SubElement(suites, "testsuite", name=c.case)
+            counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+            seconds = 0.0
+            if c.error:
+                case_el = ET.SubElement(
+                    suite, "testcase", name="(case)", classname=c.case, time="0"
+                )
+                ET.SubElement(
+                    case_el, "error", message="case could not be set up"
+                ).text = c.error
+                counts["tests"] += 1
+                counts["errors"] += 1
+            for r in c.results:
+                case_el = ET.SubElement(
+                    suite,
+                    "testcase",
+                    name=r.invariant,
+                    classname=c.case,
+                    time=f"{r.seconds:.3f}",
+                )
+                counts["tests"] += 1
+                seconds += r.seconds
+                if r.status == FAILED:
+                    first = r.message.strip().splitlines()[0] if r.message else ""
+                    ET.SubElement(
+                        case_el, "failure", message=first[:500]
+                    ).text = f"{r.message}\ncounterexample: {r.counterexample}"
+                    counts["failures"] += 1
+                elif r.status == NOT_APPLICABLE:
+                    ET.SubElement(case_el, "skipped", message=r.message[:500])
+                    counts["skipped"] += 1
+            for key, value in counts.items():
+                suite.set(key, str(value))
+                totals[key] += value
+            suite.set("time", f"{seconds:.3f}")
+        for key, value in totals.items():
+            suites.set(key, str(value))
+        return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
