@@ -213,3 +213,35 @@ def test_ctrl_c_returns_the_partial_report():
 def test_timeout_is_validated():
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         hc.verify(SEED_CASE, timeout=-1)
+
+
+@pytest.mark.parametrize(
+    ("case", "mutant"),
+    list(zip(mutant_cases(), MUTANTS, strict=True)),
+    ids=[m.name for m in MUTANTS],
+)
+def test_ci_sampling_keeps_each_mutant_rejected(case, mutant):
+    # Under ci the expensive invariants run on a sample (every shape bucket, then
+    # Profile.sample examples): each mutant must still fail by name.
+    report = hc.verify(
+        case, profile="ci", invariants=[mutant.caught_by], shrink_seconds=0
+    )
+    (result,) = report.cases[0].results
+    assert result.status == FAILED, report.table()
+
+
+def test_expensive_invariants_run_on_a_sample_and_say_so():
+    report = hc.verify(
+        SEED_CASE,
+        profile="ci",
+        invariants=["grads_match_finite_differences", "all_finite"],
+    )
+    results = {r.invariant: r for r in report.cases[0].results}
+    sampled, full = results["grads_match_finite_differences"], results["all_finite"]
+    assert full.examples == hc.PROFILES["ci"].examples
+    assert full.not_sampled == 0
+    sample = hc.PROFILES["ci"].sample
+    assert sample is not None
+    assert sampled.examples + sampled.skipped_examples <= sample + 12  # + buckets
+    assert sampled.not_sampled > 0
+    assert "sampled:" in sampled.examples_text()

@@ -62,6 +62,7 @@ def verify_case(
     progress: Callable[[str], None],
     shrink_seconds: float,
     timeout: float | None,
+    sample: int | None = None,
 ) -> tuple[CaseReport, str]:
     """One case's report, and why it was cut short ("" if it was not)."""
     try:
@@ -101,6 +102,7 @@ def verify_case(
                 examples,
                 progress,
                 shrink_seconds,
+                sample,
             )
     except _search.CaseTimeout:
         cut = f"the case's {timeout:g} s budget (--timeout) ran out"
@@ -133,13 +135,25 @@ def _run(
     examples: int,
     progress: Callable[[str], None],
     shrink_seconds: float,
+    sample: int | None,
 ) -> str:
     """Search, shrink failures, conclude; fills ``results``. Returns a drawing error."""
     progress(f"{case.name}: {len(active)} invariants, {examples} examples ...")
     start = time.perf_counter()
     drawn = case.examples()
     error = (
-        _search.search(active, subject, drawn, examples, tallies, running)
+        _search.search(
+            active,
+            subject,
+            drawn,
+            examples,
+            tallies,
+            running,
+            sampled=frozenset(
+                n for n in active if n in REGISTRY and REGISTRY[n].sampled
+            ),
+            sample=sample,
+        )
         if active
         else ""
     )
@@ -178,6 +192,7 @@ def _fill(result: InvariantResult, tally: _search.Tally) -> None:
     """A result from what the search learned (n/a if no example applied)."""
     result.examples = tally.examples
     result.skipped_examples = len(tally.na_reasons)
+    result.not_sampled = tally.not_sampled
     result.seconds = tally.seconds
     if tally.failure is None and tally.examples == 0:
         result.status = NOT_APPLICABLE

@@ -20,7 +20,7 @@ from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
 from hybridcheck._usercode import UserCodeError
 from hybridcheck.invariants import PREFIX, InvariantNotApplicable
-from hybridcheck.subject import Example
+from hybridcheck.subject import Example, shape_key
 
 Check = Callable[[Any, Example], None]
 
@@ -79,6 +79,17 @@ class Tally:
     na_reasons: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     failure: tuple[str, Example] | None = None
+    not_sampled: int = 0
+    buckets: set[str] = dataclasses.field(default_factory=set)
+
+    def wants(self, example: Example, sample: int | None) -> bool:
+        """Whether a sampled invariant runs on ``example``: always on the first
+        example of a shape bucket, then until it has run on ``sample`` examples."""
+        bucket = str(shape_key(example))
+        if bucket not in self.buckets:
+            self.buckets.add(bucket)
+            return True
+        return sample is None or self.examples + len(self.na_reasons) < sample
 
 
 def settings_for(examples: int, *, shrink: bool) -> settings:
@@ -102,12 +113,16 @@ def search(
     examples: int,
     tallies: dict[str, Tally],
     running: Running,
+    sampled: frozenset[str] = frozenset(),
+    sample: int | None = None,
 ) -> str:
     """One Hypothesis search: every invariant runs on each drawn example.
 
     An example is rejected (drawn again) only when *every* pending invariant finds it
-    not applicable; an invariant that fails is not run again. No shrinking here:
-    :func:`shrink` does that for each failed invariant alone.
+    not applicable; an invariant that fails is not run again. Invariants in
+    ``sampled`` (the expensive ones) run on the first example of each shape bucket
+    and then on ``sample`` examples in all. No shrinking here: :func:`shrink` does
+    that for each failed invariant alone.
 
     Fills ``tallies`` (one per invariant of ``active``) as it goes, so a search cut
     short leaves what it learned. Returns, if drawing examples itself raised (the
@@ -123,6 +138,10 @@ def search(
             raise _AllFailed
         for name in pending:
             tally = tallies[name]
+            if name in sampled and not tally.wants(example, sample):
+                tally.not_sampled += 1
+                applicable = True  # the others decide; never redraw for a sample
+                continue
             running.start(name, example)
             start = time.perf_counter()
             try:

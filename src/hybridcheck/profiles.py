@@ -19,18 +19,23 @@ class Profile:
     timeout: seconds each case may take before it is reported as failed (None: no
       limit). The PR gate's profile has one, so a step that hangs fails the job
       instead of hanging it.
+    sample: how many examples the expensive invariants (float64 replays, extra eager
+      runs; ``Invariant.sampled``) run on, beyond the first example of every shape
+      bucket, which they always see (None: every example). The report shows how
+      many examples each invariant ran on.
     """
 
     examples: int
     shrink_seconds: float
     timeout: float | None = None
+    sample: int | None = None
 
 
 PROFILES: dict[str, Profile] = {
     # a quick local look: one example per shape bucket and a few more.
     "dev": Profile(examples=10, shrink_seconds=10.0),
     # the PR gate and `nox -s tests`: derandomized.
-    "ci": Profile(examples=100, shrink_seconds=30.0, timeout=1200.0),
+    "ci": Profile(examples=100, shrink_seconds=30.0, timeout=1200.0, sample=25),
     # before a release.
-    "thorough": Profile(examples=1000, shrink_seconds=120.0),
+    "thorough": Profile(examples=1000, shrink_seconds=120.0, sample=200),
 }

@@ -65,6 +65,9 @@ class Invariant:
       needs_devices: applies only with two or more devices.
       needs_field: applies only to cases that set this HybridCase field.
       kind: ``"step"`` (a HybridCase's step) or ``"migration"`` (a MigrationCase).
+      sampled: expensive per example (float64 replays, extra eager runs): runs on
+        every shape bucket and a sample of examples (``Profile.sample``), where the
+        bugs it exists for show on any example.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Invariant:
     needs_devices: bool = False
     needs_field: str = ""
     kind: str = "step"
+    sampled: bool = False
 
 
 _INVARIANTS = [
@@ -110,6 +114,7 @@ _INVARIANTS = [
         "(ratio `‖g_half‖²/‖g‖²`), wrong step size, sign errors",
         check_loss_decrease_first_order,
         needs_sgd=True,
+        sampled=True,
     ),
     Invariant(
         "update_is_descent",
@@ -130,6 +135,7 @@ _INVARIANTS = [
         "changed, state re-initialised each step, a schedule that does not advance)",
         check_update_matches_tx,
         needs_field="tx",
+        sampled=True,
     ),
     Invariant(
         "state_is_threaded",
@@ -151,20 +157,28 @@ _INVARIANTS = [
         "Python-side state baked in at trace time (n/a on ill-conditioned examples, "
         "see below)",
         check_jit_matches_eager,
+        sampled=True,
     ),
     Invariant(
         "grads_match_finite_differences",
         "wrong custom VJPs, partial stop_gradient (float64, "
         "`jax.test_util.check_grads`)",
         check_grads_match_finite_differences,
+        sampled=True,
     ),
     Invariant(
         "deterministic",
         "host randomness, state carried between calls",
         check_deterministic,
+        sampled=True,
     ),
     Invariant("all_finite", "NaN/Inf after one step on finite input", check_all_finite),
-    Invariant("inputs_unchanged", "mutated or donated inputs", check_inputs_unchanged),
+    Invariant(
+        "inputs_unchanged",
+        "mutated or donated inputs",
+        check_inputs_unchanged,
+        sampled=True,
+    ),
     Invariant(
         "retrace_budget",
         "more traces than distinct input shapes (lr or seed baked in as constants)",
@@ -175,6 +189,7 @@ _INVARIANTS = [
         "data-parallel over forced host devices ≠ one device",
         check_sharded_matches_single_device,
         needs_devices=True,
+        sampled=True,
     ),
     Invariant(
         "convert_covers_every_param",

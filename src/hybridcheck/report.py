@@ -27,7 +27,8 @@ class InvariantResult:
       invariant: its name (as in the registry and the README).
       status: ``"held"``, ``"failed"`` or ``"n/a"``.
       examples: examples it ran on; ``skipped_examples``: examples outside its
-        precondition.
+        precondition; ``not_sampled``: examples an expensive (sampled) invariant
+        was not run on.
       seconds: time it took, shared runs counted against the first user.
       message: the failure (or n/a reason); ``counterexample``: the shrunk example.
     """
@@ -39,6 +40,16 @@ class InvariantResult:
     seconds: float = 0.0
     message: str = ""
     counterexample: str = ""
+    not_sampled: int = 0
+
+    def examples_text(self) -> str:
+        """``"25 (+3 n/a, sampled: 72 not run)"``: a sample is never shown as full."""
+        extra = []
+        if self.skipped_examples:
+            extra.append(f"+{self.skipped_examples} n/a")
+        if self.not_sampled:
+            extra.append(f"sampled: {self.not_sampled} not run")
+        return f"{self.examples}" + (f" ({', '.join(extra)})" if extra else "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,10 +117,15 @@ class Report:
             if c.error:
                 rows.append((c.case, "(case)", "error", "-", "-"))
             for r in c.results:
-                n = f"{r.examples}" + (
-                    f" (+{r.skipped_examples} n/a)" if r.skipped_examples else ""
+                rows.append(
+                    (
+                        c.case,
+                        r.invariant,
+                        r.status,
+                        r.examples_text(),
+                        f"{r.seconds:.1f}",
+                    )
                 )
-                rows.append((c.case, r.invariant, r.status, n, f"{r.seconds:.1f}"))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         lines = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
@@ -157,9 +173,7 @@ class Report:
             if c.error:
                 lines.append(f"| {_md(c.case)} | (case) | ❌ **error** | - | - |")
             for r in c.results:
-                n = f"{r.examples}" + (
-                    f" (+{r.skipped_examples} n/a)" if r.skipped_examples else ""
-                )
+                n = r.examples_text()
                 status = icon.get(r.status, r.status)
                 lines.append(
                     f"| {_md(c.case)} | `{r.invariant}` | {status} | {n} | "

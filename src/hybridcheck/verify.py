@@ -110,6 +110,7 @@ def verify(
             say,
             float(shrink_seconds),
             None if timeout is None else float(timeout),
+            PROFILES[profile].sample,
         )
         reports.append(report)
         if cut.startswith("interrupted"):
