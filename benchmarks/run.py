@@ -7,6 +7,7 @@ on a fresh function (median of 3). Never asserted anywhere: speed goals live her
 
 Usage: python benchmarks/run.py [--rounds N] [--models seed,mlp,transformer]
                                 [--skip-suite] [--suite-ci] [--properties dev,ci]
+                                [--scaling 64,512,2048]
        python benchmarks/run.py --render bench-results/bench-<date>.json
 """
 
@@ -326,6 +327,12 @@ def main() -> None:
     parser.add_argument(
         "--render", metavar="JSON", help="only print the Markdown of a saved run"
     )
+    parser.add_argument(
+        "--scaling",
+        metavar="WIDTHS",
+        default="",
+        help="also run benchmarks/scaling.py at these widths (e.g. 64,512,2048)",
+    )
     args = parser.parse_args()
     if args.render:
         print(markdown(json.loads(pathlib.Path(args.render).read_text())))
@@ -343,6 +350,20 @@ def main() -> None:
         out["suite"] = bench_suite(["dev", "ci"] if args.suite_ci else ["dev"])
     if args.properties:
         out["properties"] = bench_properties(args.properties.split(","))
+    if args.scaling:
+        import subprocess
+
+        subprocess.run(
+            [
+                sys.executable,
+                str(pathlib.Path(__file__).parent / "scaling.py"),
+                "--widths",
+                args.scaling,
+                "--models",
+                "mlp,blocks",
+            ],
+            check=True,
+        )
     results = pathlib.Path("bench-results")
     results.mkdir(exist_ok=True)
     path = results / f"bench-{out['date']}.json"
