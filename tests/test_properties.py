@@ -27,7 +27,10 @@ SUBJECT = seed_subject()
 PER_EXAMPLE = [
     name
     for name, inv in registry.REGISTRY.items()
-    if not inv.needs_devices and inv.conclude is None and not inv.needs_field
+    if inv.kind == "step"
+    and not inv.needs_devices
+    and inv.conclude is None
+    and not inv.needs_field
 ]
 
 

@@ -9,6 +9,9 @@ from hybridcheck import seed
 from hybridcheck import strategies
 from hybridcheck.case import HybridCase
 from hybridcheck.case import sgd_step
+from hybridcheck.functionalize import UserCodeError
+from hybridcheck.functionalize import from_linen
+from hybridcheck.functionalize import from_nnx
 from hybridcheck.registry import REGISTRY
 from hybridcheck.invariants import InvariantNotApplicable
 from hybridcheck.migration import MigrationCase
@@ -74,6 +77,7 @@ __all__ = [
     "REGISTRY",
     "Report",
     "TraceCounter",
+    "UserCodeError",
     "assert_all_finite",
     "assert_convert_covers_every_param",
     "assert_deterministic",
@@ -99,6 +103,8 @@ __all__ = [
     "assert_update_matches_tx",
     "compat",
     "count_compiles",
+    "from_linen",
+    "from_nnx",
     "init_params",
     "invariant_tests",
     "invariants",

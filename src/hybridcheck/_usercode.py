@@ -23,9 +23,13 @@ class UserCodeError(Exception):
 
 
 def call(case: str, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; an exception it raises becomes a :class:`UserCodeError`
+    (except a verdict: ``InvariantNotApplicable`` passes through unchanged)."""
+    from hybridcheck.invariants._tree import InvariantNotApplicable
+
     try:
         return fn(*args)
-    except UserCodeError:
+    except (UserCodeError, InvariantNotApplicable):
         raise
     except Exception as err:
         raise UserCodeError(case, where, err) from err

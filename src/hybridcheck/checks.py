@@ -59,6 +59,9 @@ def check_update_changes_exactly_graded_leaves(s: Subject, e: Example) -> None:
         s.trainable(new_params(s, e, "update_changes_exactly_graded_leaves")),
         s.grads(e),
         lr=e.lr,
+        # A declared optimizer may move leaves without gradient (decoupled weight
+        # decay, adamw): update_matches_tx checks its exact update instead.
+        allow_change_without_grad=s.tx is not None,
     )
 
 

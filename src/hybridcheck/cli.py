@@ -128,7 +128,64 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write the table as Markdown (a CI job summary, a PR comment)",
     )
+    _add_matrix(sub)
     return parser
+
+
+def _add_matrix(sub: Any) -> None:
+    """``hybridcheck matrix``: the same targets on each (flax, jax) release pair."""
+    from hybridcheck.pairs import AXES
+
+    matrix = sub.add_parser(
+        "matrix",
+        help="verify TARGETs in one uv environment per (flax, jax) pair",
+        description="Builds (or reuses) one environment per pair, installs the "
+        "project and hybridcheck, runs `hybridcheck verify` there and prints one "
+        "table: rows = pairs, columns = cases. Exit 0 all pass, 1 a pair failed or "
+        "cannot import, 2 bad arguments.",
+    )
+    matrix.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="path/to/file.py:NAME or package.module:NAME",
+    )
+    matrix.add_argument(
+        "--pairs",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="WORD",
+        help="newest (default), oldest, all, broken or flax=X,jax=Y; several allowed",
+    )
+    matrix.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        choices=list(AXES),
+        help="also run each pair with this behaviour flag set (repeatable)",
+    )
+    matrix.add_argument("--profile", choices=list(PROFILES), default="ci")
+    matrix.add_argument(
+        "--project",
+        default=".",
+        metavar="PATH",
+        help="the project installed into each environment (default: .)",
+    )
+    matrix.add_argument(
+        "--envs",
+        metavar="DIR",
+        help="environments and logs (default: PROJECT/.hybridcheck-envs)",
+    )
+    matrix.add_argument("--json", metavar="PATH", help="write every row as JSON")
+    matrix.add_argument(
+        "--markdown", metavar="PATH", help="write the table as Markdown"
+    )
+    matrix.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress on stderr even when it is not a terminal",
+    )
 
 
 def _watchdog(seconds: float) -> threading.Timer:
@@ -158,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
+    if args.command == "matrix":
+        from hybridcheck.matrix import run
+
+        return run(args)
 
     from hybridcheck.cases import builtin_cases
     from hybridcheck.verify import verify

@@ -73,7 +73,8 @@ class Subject:
       name: the case's name, for error messages.
       sgd: the step is plain SGD (``p - lr * g``): enables the exact-update and
         first-order invariants. Other optimizers still get descent and the rest.
-      frozen: ``frozen(half, leaf_path) -> bool`` for leaves frozen on purpose.
+      frozen: ``frozen(half, leaf_path) -> bool`` for leaves frozen on purpose: their
+        gradient counts as zero everywhere (so the step must leave them alone).
       non_trainable: halves holding state (BatchNorm statistics): no gradient is
         taken for them and the gradient and update invariants skip them.
       state_fn: ``state_fn(params, batch) -> {state half: pytree}``, the state
@@ -171,13 +172,28 @@ class Subject:
 
         g = jax.grad(loss_of)([x for x, f in zip(flat, floats, strict=True) if f])
         it = iter(g)
-        return jax.tree.unflatten(  # type: ignore[no-any-return]
+        grads = jax.tree.unflatten(
             treedef,
             [
                 next(it) if f else jnp.zeros_like(x)
                 for x, f in zip(flat, floats, strict=True)
             ],
         )
+        if self.frozen is None:
+            return grads  # type: ignore[no-any-return]
+        # Leaves frozen on purpose (LoRA-only fine-tuning) are not trained: their
+        # gradient is zero for every invariant, so "unchanged" is what they check.
+        return {
+            half: jax.tree_util.tree_map_with_path(
+                lambda path, x, half=half: (
+                    jnp.zeros_like(x)
+                    if self.frozen(half, jax.tree_util.keystr(path))  # type: ignore[misc]
+                    else x
+                ),
+                tree,
+            )
+            for half, tree in grads.items()
+        }
 
     def _loss_of_half(
         self, label: str, half: PyTree, halves: dict[str, PyTree], like: Any, batch: Any

@@ -11,7 +11,7 @@ __all__ = ["builtin_cases", "migration_cases", "mutant_cases"]
 
 def builtin_cases() -> list[Any]:
     """Every built-in correct case (hybrid models, then migrations) for this release."""
-    from hybridcheck.cases import bridge, mlp, seed, stateful, transformer
+    from hybridcheck.cases import bridge, guide, mlp, seed, stateful, transformer
 
     return [
         seed.SEED_CASE,
@@ -19,6 +19,7 @@ def builtin_cases() -> list[Any]:
         transformer.CASE,
         stateful.CASE,
         *bridge.cases(),
+        *guide.cases(),
         *migration_cases(),
     ]
 
