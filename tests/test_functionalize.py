@@ -1,20 +1,12 @@
 """from_nnx / from_linen on the model families of Flax's bridge guide.
 
-The guide ("Use Flax NNX and Linen together", flax docs_nnx/guides/bridge_guide) is
-transcribed family by family. Lines of user code per family, ruff-formatted, blank
-and comment lines excluded: "all" = the model (guide layers included) + loss_fn +
-the user's own train_step + the from_* call; "glue" = what is written only for
-hybridcheck (the from_* call, with make_state/read_state). A hand-written functional
-HybridCase for the same models took 40-120 lines (issue 11).
-
-    family            all  glue  what
-    to_nnx_dot         32     8  NNX module holding bridge.ToNNX(LinenDot), lazy_init
-    to_linen_dot       32     9  Linen module holding bridge.to_linen(NNXDot), Adam
-    nnx_dropout_bn     35     8  ToNNX(nn.BatchNorm / nn.Dropout / nn.Dense) in NNX
-    linen_dropout_bn   42    16  to_linen(nnx.Linear / BatchNorm / Dropout) in Linen
-    lora               35     8  nnx.LoRA (LoRAParam) beside ToNNX(LinenDot)
-    counter            40     8  Linen 'counter' collection (int32) through ToNNX
-    to_linen_multi     47    16  guide's Param + LoRA + Count module via to_linen
+The families are ``hybridcheck.cases.guide``'s, written as a user would (the model,
+the loss, the user's own train step and one from_* call: 25-42 lines each, see
+``guide.user_code_lines()``; the from_* call, with make_state/read_state, is the
+only code written for hybridcheck). ``nnx_dropout_bn`` and ``linen_dropout_bn`` are
+variants of the guide's with three trainable halves (a ToNNX / to_linen wrapper per
+layer). A hand-written functional HybridCase for the same models took 40-120 lines
+(issue 11).
 """
 
 from __future__ import annotations
@@ -29,18 +21,24 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
-from flax.training import train_state
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hybridcheck import compat
 from hybridcheck._halves import NON_TRAINABLE
 from hybridcheck.case import HybridCase
+from hybridcheck.cases.guide import linen_families, nnx_families
+from hybridcheck.cases.guide.common import IN as GUIDE_IN
+from hybridcheck.cases.guide.common import OUT as GUIDE_OUT
+from hybridcheck.cases.guide.common import mse, nnx_train_step, xy, xy_loss
+from hybridcheck.cases.guide.layers import LinenDot
+from hybridcheck.cases.guide.linen_families import BNState, linen_bn_train_step
+from hybridcheck.cases.guide.nnx_families import CounterModel, LoraModel
 from hybridcheck.compat import nnx
 from hybridcheck.functionalize import UserCodeError, from_linen, from_nnx
 
 pytestmark = pytest.mark.skipif(not compat.HAS_BRIDGE, reason="needs flax.nnx.bridge")
-IN, OUT = 4, 3
+IN, OUT = 4, 3  # this file's own models (the guide's take GUIDE_IN, GUIDE_OUT)
 
 
 def _batches(rng: bool = False) -> st.SearchStrategy[Any]:
@@ -53,106 +51,61 @@ def _batches(rng: bool = False) -> st.SearchStrategy[Any]:
     return st.fixed_dictionaries({"x": x, "y": y, "rng": keys})
 
 
-def _batch(rng: bool = False) -> Any:
-    x = np.linspace(-1, 1, 4 * IN, dtype=np.float32).reshape(4, IN)
-    y = np.cos(np.arange(4 * OUT, dtype=np.float32)).reshape(4, OUT)
+def _batch(rng: bool = False, dims: tuple[int, int] = (IN, OUT)) -> Any:
+    n_in, n_out = dims
+    x = np.linspace(-1, 1, 4 * n_in, dtype=np.float32).reshape(4, n_in)
+    y = np.cos(np.arange(4 * n_out, dtype=np.float32)).reshape(4, n_out)
     return {"x": x, "y": y, "rng": jax.random.PRNGKey(7)} if rng else (x, y)
 
 
-class LinenDot(nn.Module):  # the guide's Linen layer, shared by several families
-    out_dim: int
-
-    @nn.compact
-    def __call__(self, x: Any) -> Any:
-        w = self.param("w", nn.initializers.lecun_normal(), (x.shape[-1], self.out_dim))
-        return x @ w
+def _guide_batch() -> Any:  # a batch of the guide's shapes
+    return _batch(dims=(GUIDE_IN, GUIDE_OUT))
 
 
-class NNXDot(nnx.Module):  # the guide's NNX layer
-    def __init__(self, din: int, dout: int, rngs: Any) -> None:
-        self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (din, dout)))
-
-    def __call__(self, x: Any) -> Any:
-        return x @ self.w
-
-
-def _mse(pred: Any, y: Any) -> Any:
-    return jnp.mean((pred - y) ** 2)
-
-
-def _xy_loss(model: Any, batch: Any) -> Any:
-    return _mse(model(batch[0]), batch[1])
+def _nnx_case(name: Any, model_fn: Any, **kwargs: Any) -> HybridCase:
+    """from_nnx on the guide's loss and train step, SGD, unless ``kwargs`` say."""
+    args: dict[str, Any] = {
+        "model_fn": model_fn,
+        "loss_fn": xy_loss,
+        "train_step": nnx_train_step(xy_loss),
+        "tx": optax.sgd,
+        "batches": _batches(),
+    }
+    return from_nnx(name, **{**args, **kwargs})
 
 
-def _nnx_step(loss_fn: Any) -> Any:
-    """The NNX training step as the guide/tutorials write it."""
-
-    @nnx.jit
-    def train_step(model: Any, optimizer: Any, batch: Any) -> None:
-        grads = nnx.grad(loss_fn)(model, batch)
-        compat.optimizer_update(optimizer, model, grads)
-
-    return train_step
-
-
-# -- the families ------------------------------------------------------------------
-
-
-@functools.cache
-def to_nnx_dot() -> HybridCase:
-    class NNXOuter(nnx.Module):
-        def __init__(self, rngs: Any) -> None:
-            self.dot = nnx.bridge.ToNNX(LinenDot(OUT), rngs=rngs)
-            self.b = nnx.Param(jax.random.uniform(rngs.params(), (1, OUT)))
-
-        def __call__(self, x: Any) -> Any:
-            return self.dot(x) + self.b
-
-    def loss_fn(model: Any, batch: Any) -> Any:
-        return _mse(model(batch[0]), batch[1])
-
-    return from_nnx(
-        "to_nnx_dot",
-        model_fn=lambda rngs: nnx.bridge.lazy_init(NNXOuter(rngs), jnp.ones((1, IN))),
-        loss_fn=loss_fn,
-        train_step=_nnx_step(loss_fn),
-        tx=optax.sgd,
-        batches=_batches(),
-    )
-
-
-@functools.cache
-def to_linen_dot() -> HybridCase:
-    class LinenOuter(nn.Module):
-        @nn.compact
-        def __call__(self, x: Any) -> Any:
-            dot = nnx.bridge.to_linen(NNXDot, x.shape[-1], OUT, name="dot")
-            b = self.param("b", nn.initializers.lecun_normal(), (1, OUT))
-            return dot(x) + b
-
-    def loss_fn(variables: Any, batch: Any, rngs: Any) -> Any:
-        return _mse(LinenOuter().apply(variables, batch[0]), batch[1])
-
-    @jax.jit
-    def train_step(state: Any, batch: Any) -> Any:
-        loss, grads = jax.value_and_grad(lambda p: loss_fn({"params": p}, batch, None))(
-            state.params
-        )
-        return state.apply_gradients(grads=grads), {"loss": loss}
-
+def _bn_case(
+    name: str, module: Any, loss_fn: Any, train_step: Any, **kwargs: Any
+) -> HybridCase:
+    """A Linen BatchNorm model on a BNState that make_state builds, trained by SGD."""
     return from_linen(
-        "to_linen_dot",
-        module=LinenOuter(),
+        name,
+        module=module,
         loss_fn=loss_fn,
         train_step=train_step,
-        tx=lambda lr: optax.adam(lr),
-        init_args=(jnp.ones((1, IN)),),
-        batches=_batches(),
+        tx=optax.sgd,
+        init_args=(jnp.ones((2, IN)),),
+        make_state=lambda v, tx: BNState.create(
+            apply_fn=module.apply,
+            params=v["params"],
+            tx=tx,
+            batch_stats=v["batch_stats"],
+        ),
+        **kwargs,
     )
 
 
+# -- the families (cached: one case, one compilation, per family) -------------------
+
+to_nnx_dot = functools.cache(nnx_families.to_nnx_dot)
+to_linen_dot = functools.cache(linen_families.to_linen_dot)
+lora = functools.cache(nnx_families.lora)
+counter = functools.cache(nnx_families.counter)
+to_linen_multi = functools.cache(linen_families.to_linen_multi)
+
+
 @functools.cache
-def nnx_dropout_bn() -> HybridCase:
+def nnx_dropout_bn() -> HybridCase:  # the guide's, one ToNNX per Linen layer
     class Model(nnx.Module):
         def __init__(self, rngs: Any) -> None:
             self.fc = nnx.Linear(IN, 8, rngs=rngs)
@@ -171,25 +124,13 @@ def nnx_dropout_bn() -> HybridCase:
     def model_fn(rngs: Any) -> Any:
         return nnx.bridge.lazy_init(Model(rngs), jnp.ones((2, IN)))
 
-    def loss_fn(model: Any, batch: Any) -> Any:
-        return _mse(model(batch[0]), batch[1])
-
-    return from_nnx(
-        "nnx_dropout_bn",
-        model_fn=model_fn,
-        loss_fn=loss_fn,
-        train_step=_nnx_step(loss_fn),
-        tx=lambda lr: optax.sgd(lr, momentum=0.9),
-        batches=_batches(),
+    return _nnx_case(
+        "nnx_dropout_bn", model_fn, tx=lambda lr: optax.sgd(lr, momentum=0.9)
     )
 
 
-class BNState(train_state.TrainState):
-    batch_stats: Any
-
-
 @functools.cache
-def linen_dropout_bn() -> HybridCase:
+def linen_dropout_bn() -> HybridCase:  # the guide's, with to_linen(nnx.Linear) too
     class Model(nn.Module):
         @nn.compact
         def __call__(self, x: Any) -> Any:
@@ -202,160 +143,15 @@ def linen_dropout_bn() -> HybridCase:
         out, updates = Model().apply(
             variables, batch["x"], rngs=rngs, mutable=["batch_stats"]
         )
-        return _mse(out, batch["y"]), updates
+        return mse(out, batch["y"]), updates
 
-    @jax.jit
-    def train_step(state: Any, batch: Any) -> Any:
-        def loss(params: Any) -> Any:
-            variables = {"params": params, "batch_stats": state.batch_stats}
-            return loss_fn(variables, batch, {"dropout": batch["rng"]})
-
-        grads, updates = jax.grad(loss, has_aux=True)(state.params)
-        state = state.apply_gradients(grads=grads)
-        return state.replace(batch_stats=updates["batch_stats"])
-
-    return from_linen(
+    return _bn_case(
         "linen_dropout_bn",
-        module=Model(),
-        loss_fn=loss_fn,
-        train_step=train_step,
-        tx=optax.sgd,
-        init_args=(jnp.ones((2, IN)),),
+        Model(),
+        loss_fn,
+        linen_bn_train_step(loss_fn),
         batches=_batches(rng=True),
         rngs=lambda batch: {"dropout": batch["rng"]},
-        make_state=lambda v, tx: BNState.create(
-            apply_fn=Model().apply,
-            params=v["params"],
-            tx=tx,
-            batch_stats=v["batch_stats"],
-        ),
-    )
-
-
-class LoraModel(nnx.Module):
-    def __init__(self, rngs: Any) -> None:
-        self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (IN, 8)))
-        self.lora = nnx.LoRA(IN, 2, 8, rngs=rngs)
-        self.head = nnx.bridge.ToNNX(LinenDot(OUT), rngs=rngs)
-
-    def __call__(self, x: Any) -> Any:
-        return self.head(jnp.tanh(x @ self.w + self.lora(x)))
-
-
-def _lora_model_fn(rngs: Any) -> Any:
-    return nnx.bridge.lazy_init(LoraModel(rngs), jnp.ones((1, IN)))
-
-
-@functools.cache
-def lora() -> HybridCase:
-    return from_nnx(
-        "lora",
-        model_fn=_lora_model_fn,
-        loss_fn=_xy_loss,
-        train_step=_nnx_step(_xy_loss),
-        tx=optax.sgd,
-        batches=_batches(),
-    )
-
-
-class LinenMultiCollections(nn.Module):  # the guide's multi-collection layer
-    out_dim: int
-
-    @nn.compact
-    def __call__(self, x: Any) -> Any:
-        w = self.param("w", nn.initializers.lecun_normal(), (x.shape[-1], self.out_dim))
-        b = self.param("b", nn.zeros_init(), (1, self.out_dim))  # rank promotion
-        count = self.variable("counter", "count", lambda: jnp.zeros((), jnp.int32))
-        if not self.is_initializing():
-            count.value += 1
-        y = x @ w + b
-        self.sow("intermediates", "dot_sum", jnp.sum(y))
-        return y
-
-
-def _counter_model(mutable: Any) -> Any:
-    class Model(nnx.Module):
-        def __init__(self, rngs: Any) -> None:
-            self.fc = nnx.Linear(IN, 8, rngs=rngs)
-            self.counted = nnx.bridge.ToNNX(LinenMultiCollections(OUT), rngs=rngs)
-
-        def __call__(self, x: Any) -> Any:
-            return self.counted(jnp.tanh(self.fc(x)), mutable=mutable)
-
-    return lambda rngs: nnx.bridge.lazy_init(Model(rngs), jnp.ones((1, IN)))
-
-
-@functools.cache
-def counter() -> HybridCase:
-    return from_nnx(
-        "counter",
-        model_fn=_counter_model(["counter"]),
-        loss_fn=_xy_loss,
-        train_step=_nnx_step(_xy_loss),
-        tx=optax.sgd,
-        batches=_batches(),
-    )
-
-
-# One class per collection name: Flax's bridge registers the name process-wide, so
-# the guide's own Count is reused rather than a second class of the same name.
-from hybridcheck.cases.guide import Count  # noqa: E402
-
-
-class NNXMultiCollections(nnx.Module):  # the guide's Param + LoRA + Count module
-    def __init__(self, din: int, dout: int, rngs: Any) -> None:
-        self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (din, dout)))
-        self.lora = nnx.LoRA(din, 2, dout, rngs=rngs)
-        self.count = Count(jnp.array(0))
-
-    def __call__(self, x: Any) -> Any:
-        self.count[...] += 1
-        return x @ self.w + self.lora(x)
-
-
-class MultiModel(nn.Module):
-    @nn.compact
-    def __call__(self, x: Any) -> Any:
-        h = nnx.bridge.to_linen(NNXMultiCollections, IN, 8, name="multi")(x)
-        return nn.Dense(OUT, name="head")(jnp.tanh(h))
-
-
-def _multi_loss(variables: Any, batch: Any, rngs: Any) -> Any:
-    out, updates = MultiModel().apply(variables, batch[0], mutable=["Count"])
-    return _mse(out, batch[1]), updates
-
-
-class CountsState(train_state.TrainState):
-    Count: Any
-
-
-@jax.jit
-def _multi_train_step(state: Any, batch: Any) -> Any:
-    def loss(trainable: Any) -> Any:  # LoRAParam is a collection of its own
-        return _multi_loss({**trainable, "Count": state.Count}, batch, None)
-
-    grads, updates = jax.grad(loss, has_aux=True)(state.params)
-    return state.apply_gradients(grads=grads).replace(Count=updates["Count"])
-
-
-@functools.cache
-def to_linen_multi() -> HybridCase:
-    def make_state(v: Any, tx: Any) -> Any:
-        trainable = {"params": v["params"], "LoRAParam": v["LoRAParam"]}
-        return CountsState.create(
-            apply_fn=MultiModel().apply, params=trainable, tx=tx, Count=v["Count"]
-        )
-
-    return from_linen(
-        "to_linen_multi",
-        module=MultiModel(),
-        loss_fn=_multi_loss,
-        train_step=_multi_train_step,
-        tx=optax.sgd,
-        init_args=(jnp.ones((1, IN)),),
-        batches=_batches(),
-        make_state=make_state,
-        read_state=lambda state: {**state.params, "Count": state.Count},
     )
 
 
@@ -373,25 +169,30 @@ TO_LINEN_APPLY = (
     "zero-initialised; nnx.Optimizer has no wrt",
 )
 
-FAMILIES = {
-    # name: (factory, expected trainable halves, batch has an rng, needs)
-    "to_nnx_dot": (to_nnx_dot, {"nnx", "linen:dot"}, False, None),
-    "to_linen_dot": (to_linen_dot, {"linen", "nnx:dot"}, False, TO_LINEN_APPLY),
+FAMILIES: dict[str, tuple[Any, set[str], Any, Any]] = {
+    # name: (factory, expected trainable halves, its fixed batch, needs)
+    "to_nnx_dot": (to_nnx_dot, {"nnx", "linen:dot"}, _guide_batch, None),
+    "to_linen_dot": (to_linen_dot, {"linen", "nnx:dot"}, _guide_batch, TO_LINEN_APPLY),
     "nnx_dropout_bn": (
         nnx_dropout_bn,
         {"nnx", "linen:bn", "linen:head"},
-        False,
+        _batch,
         MUTABLE_IN_LAZY_INIT,
     ),
     "linen_dropout_bn": (
         linen_dropout_bn,
         {"linen", "nnx:fc", "nnx:bn"},
-        True,
+        functools.partial(_batch, rng=True),
         TO_LINEN_APPLY,
     ),
-    "lora": (lora, {"nnx", "linen:head"}, False, None),
-    "counter": (counter, {"nnx", "linen:counted"}, False, MUTABLE_IN_LAZY_INIT),
-    "to_linen_multi": (to_linen_multi, {"linen", "nnx:multi"}, False, TO_LINEN_APPLY),
+    "lora": (lora, {"nnx", "linen:head"}, _guide_batch, None),
+    "counter": (counter, {"nnx", "linen:counted"}, _guide_batch, MUTABLE_IN_LAZY_INIT),
+    "to_linen_multi": (
+        to_linen_multi,
+        {"linen", "nnx:multi"},
+        _guide_batch,
+        TO_LINEN_APPLY,
+    ),
 }
 
 
@@ -401,9 +202,9 @@ def _needs(needs: tuple[tuple[int, ...], str] | None) -> None:
 
 
 def _case(name: str) -> tuple[HybridCase, set[str], Any]:
-    factory, expected, rng, needs = FAMILIES[name]
+    factory, expected, batch, needs = FAMILIES[name]
     _needs(needs)
-    return factory(), expected, _batch(rng)
+    return factory(), expected, batch()
 
 
 def _step(case: HybridCase) -> Any:
@@ -518,20 +319,18 @@ def test_wrt_picks_what_the_optimizer_trains() -> None:
     def lora_only(model: Any, optimizer: Any, batch: Any) -> None:
         diff = nnx.DiffState(0, nnx.LoRAParam)
         compat.optimizer_update(
-            optimizer, model, nnx.grad(_xy_loss, argnums=diff)(model, batch)
+            optimizer, model, nnx.grad(xy_loss, argnums=diff)(model, batch)
         )
 
-    case = from_nnx(
+    case = _nnx_case(
         "lora-only",
-        model_fn=_lora_model_fn,
-        loss_fn=_xy_loss,
+        lambda rngs: nnx.bridge.lazy_init(LoraModel(rngs), jnp.ones((1, GUIDE_IN))),
         train_step=lora_only,
-        tx=optax.sgd,
         wrt=nnx.LoRAParam,
-        batches=_batches(),
+        batches=xy(),
     )
     params = case.init(jax.random.PRNGKey(0))
-    new = jax.jit(_step(case))(params, _batch(), 0.1)
+    new = jax.jit(_step(case))(params, _guide_batch(), 0.1)
     assert _changed(params["nnx"], new["nnx"]) == [False, True, False]  # a, b, w
     assert not any(_changed(params["linen:head"], new["linen:head"]))
 
@@ -560,14 +359,7 @@ class TwoNNX(nnx.Module):  # the seed's shape: no bridge, two NNX parts
 
 
 def _two_nnx(name: Any = "two-nnx", **kwargs: Any) -> HybridCase:
-    args: dict[str, Any] = {
-        "model_fn": TwoNNX,
-        "loss_fn": _xy_loss,
-        "train_step": _nnx_step(_xy_loss),
-        "tx": optax.sgd,
-        "batches": _batches(),
-    }
-    return from_nnx(name, **{**args, **kwargs})
+    return _nnx_case(name, **{"model_fn": TwoNNX, **kwargs})
 
 
 def test_override_patterns_split_a_plain_nnx_model() -> None:
@@ -676,20 +468,24 @@ def test_raising_model_fn_and_loss_fn_are_named() -> None:
         case.loss(case.init(jax.random.PRNGKey(0)), _batch())
 
 
+class _SowingCounter(CounterModel):  # the guide's call: mutable=True
+    def __call__(self, x: Any) -> Any:
+        return self.counted(jnp.tanh(self.fc(x)), mutable=True)
+
+
 def test_sown_intermediates_are_dropped_not_state() -> None:
     _needs(MUTABLE_IN_LAZY_INIT)
     # The guide calls the counter model with mutable=True: Linen's sow() then adds
     # an nnx.Intermediate (dot_sum) during the step. It is an output, not state.
-    case = from_nnx(
+    case = _nnx_case(
         "sow",
-        model_fn=_counter_model(True),
-        loss_fn=_xy_loss,
-        train_step=_nnx_step(_xy_loss),
-        tx=optax.sgd,
-        batches=_batches(),
+        lambda rngs: nnx.bridge.lazy_init(
+            _SowingCounter(rngs), jnp.ones((1, GUIDE_IN))
+        ),
+        batches=xy(),
     )
     params = case.init(jax.random.PRNGKey(0))
-    new = jax.jit(_step(case))(params, _batch(), 0.1)
+    new = jax.jit(_step(case))(params, _guide_batch(), 0.1)
     chex.assert_trees_all_equal_structs(params, new)
     assert "dot_sum" not in new["state"]["counted"]
     assert int(new["state"]["counted"]["count"]) == 1
@@ -720,16 +516,10 @@ class NNXDrop(nnx.Module):  # nnx.Dropout holding its own RNG stream, every rele
 
 
 def _drop_case(rate: float = 0.5, **kwargs: Any) -> HybridCase:
-    args: dict[str, Any] = {
-        "model_fn": lambda rngs: nnx.bridge.lazy_init(
-            NNXDrop(rngs, rate), jnp.ones((1, IN))
-        ),
-        "loss_fn": _xy_loss,
-        "train_step": _nnx_step(_xy_loss),
-        "tx": optax.sgd,
-        "batches": _batches(),
-    }
-    return from_nnx("drop", **{**args, **kwargs})
+    def model_fn(rngs: Any) -> Any:
+        return nnx.bridge.lazy_init(NNXDrop(rngs, rate), jnp.ones((1, IN)))
+
+    return _nnx_case("drop", model_fn, **kwargs)
 
 
 def _verify(case: HybridCase, *names: str) -> Any:
@@ -792,7 +582,7 @@ def test_a_step_that_drops_the_rng_state_is_caught() -> None:
     @nnx.jit
     def train_step(model: Any, optimizer: Any, batch: Any) -> None:
         rng = jax.tree.map(lambda x: x, nnx.state(model, nnx.RngState))  # a copy
-        grads = nnx.grad(_xy_loss)(model, batch)
+        grads = nnx.grad(xy_loss)(model, batch)
         compat.optimizer_update(optimizer, model, grads)
         nnx.update(model, rng)  # BUG: the RNG counts rewound: the same mask again
 
@@ -804,42 +594,19 @@ def test_a_step_that_drops_the_rng_state_is_caught() -> None:
 
 
 def test_the_opt_half_threads_adam_state() -> None:
-    case = to_nnx_dot_with(lambda lr: optax.adam(lr))
+    case = to_nnx_dot(tx=lambda lr: optax.adam(lr))
     params = case.init(jax.random.PRNGKey(0))
     assert case.non_trainable == ("rng", "opt")
     assert case.tx is not None
     opt = params["opt"]
     assert int(jax.tree.leaves(opt["step"])[0]) == 0
     step = jax.jit(_step(case))
-    once = step(params, _batch(), 0.1)
-    twice = step(once, _batch(), 0.1)
+    once = step(params, _guide_batch(), 0.1)
+    twice = step(once, _guide_batch(), 0.1)
     assert [int(jax.tree.leaves(p["opt"]["step"])[0]) for p in (once, twice)] == [1, 2]
     mu = [jax.tree.leaves(p["opt"]["opt_state"])[1] for p in (params, once, twice)]
     assert not np.any(mu[0])
     assert _changed(mu[0], mu[1]) == _changed(mu[1], mu[2])
-
-
-class _ToNNXOuter(nnx.Module):  # to_nnx_dot's model
-    def __init__(self, rngs: Any) -> None:
-        self.dot = nnx.bridge.ToNNX(LinenDot(OUT), rngs=rngs)
-        self.b = nnx.Param(jax.random.uniform(rngs.params(), (1, OUT)))
-
-    def __call__(self, x: Any) -> Any:
-        return self.dot(x) + self.b
-
-
-@functools.cache
-def to_nnx_dot_with(tx: Any, train_step: Any = None) -> HybridCase:
-    return from_nnx(
-        "to_nnx_dot",
-        model_fn=lambda rngs: nnx.bridge.lazy_init(
-            _ToNNXOuter(rngs), jnp.ones((1, IN))
-        ),
-        loss_fn=_xy_loss,
-        train_step=train_step or _nnx_step(_xy_loss),
-        tx=tx,
-        batches=_batches(),
-    )
 
 
 def _momentum(lr: Any) -> Any:
@@ -860,7 +627,7 @@ def _injected(lr: Any) -> Any:  # the lr lives in the optimizer state
     ids=["sgd", "momentum", "adam", "inject"],
 )
 def test_update_matches_tx_holds_for_the_real_optimizer(tx: Any) -> None:
-    report = _verify(to_nnx_dot_with(tx), "update_matches_tx")
+    report = _verify(to_nnx_dot(tx=tx), "update_matches_tx")
     assert report.ok, report.table()
 
 
@@ -871,13 +638,13 @@ def test_update_matches_tx_holds_for_a_linen_train_state() -> None:
 
 
 def _recreating_step(model: Any, optimizer: Any, batch: Any) -> None:
-    grads = nnx.grad(_xy_loss)(model, batch)
+    grads = nnx.grad(xy_loss)(model, batch)
     fresh = compat.make_optimizer(model, optimizer.tx, wrt=nnx.Param)  # BUG
     compat.optimizer_update(fresh, model, grads)
 
 
 def test_update_matches_tx_fails_for_a_recreated_optimizer() -> None:
-    case = to_nnx_dot_with(_adam, nnx.jit(_recreating_step))
+    case = to_nnx_dot(tx=_adam, train_step=nnx.jit(_recreating_step))
     report = _verify(case, "update_matches_tx")
     assert not report.ok
     assert "step 2:" in report.cases[0].results[0].message
@@ -887,7 +654,7 @@ def test_update_matches_tx_fails_for_other_hyperparameters() -> None:
     import dataclasses
 
     # the step applies Adam with b1=0.5; the case declares optax.adam's defaults
-    case = to_nnx_dot_with(lambda lr: optax.adam(lr, b1=0.5))
+    case = to_nnx_dot(tx=lambda lr: optax.adam(lr, b1=0.5))
     report = _verify(dataclasses.replace(case, tx=_adam), "update_matches_tx")
     assert not report.ok
     assert "step 2:" in report.cases[0].results[0].message
@@ -906,7 +673,7 @@ class LinenBN(nn.Module):  # pure Linen, split into two halves by path
 def _linen_bn(loss_returns_updates: bool = True, thread: bool = True) -> HybridCase:
     def loss_fn(variables: Any, batch: Any, rngs: Any) -> Any:
         out, updates = LinenBN().apply(variables, batch[0], mutable=["batch_stats"])
-        loss = _mse(out, batch[1])
+        loss = mse(out, batch[1])
         return (loss, updates) if loss_returns_updates else loss
 
     @jax.jit
@@ -914,27 +681,19 @@ def _linen_bn(loss_returns_updates: bool = True, thread: bool = True) -> HybridC
         def loss(p: Any) -> Any:
             variables = {"params": p, "batch_stats": state.batch_stats}
             out, updates = LinenBN().apply(variables, batch[0], mutable=["batch_stats"])
-            return _mse(out, batch[1]), updates
+            return mse(out, batch[1]), updates
 
         grads, updates = jax.grad(loss, has_aux=True)(state.params)
         state = state.apply_gradients(grads=grads)
         return state.replace(batch_stats=updates["batch_stats"]) if thread else state
 
-    return from_linen(
+    return _bn_case(
         "linen-bn",
-        module=LinenBN(),
-        loss_fn=loss_fn,
-        train_step=train_step,
-        tx=optax.sgd,
-        init_args=(jnp.ones((2, IN)),),
+        LinenBN(),
+        loss_fn,
+        train_step,
         batches=_batches(),
         halves={"enc": "params/enc"},
-        make_state=lambda v, tx: BNState.create(
-            apply_fn=LinenBN().apply,
-            params=v["params"],
-            tx=tx,
-            batch_stats=v["batch_stats"],
-        ),
     )
 
 

@@ -38,7 +38,7 @@ COMMON = {"every_trainable_is_trained", "every_half_gets_gradient", "determinist
 
 def _needs(needs: tuple[int, ...]) -> None:
     if compat.FLAX_VERSION < needs:
-        pytest.skip(f"the guide's code needs Flax >= {needs} (see cases/guide.py)")
+        pytest.skip(f"the guide's code needs Flax >= {needs} (see cases/guide/)")
 
 
 @pytest.mark.parametrize("family", sorted(guide.FAMILIES))
@@ -53,7 +53,7 @@ def test_guide_case_passes_every_invariant(family: str) -> None:
     assert MUST_HOLD[family] | COMMON <= held, report.table()
 
 
-MUTANTS = {m[0]: m for m in guide._MUTANTS}
+MUTANTS = {m[0]: m for m in guide.BUGS}
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
@@ -75,7 +75,7 @@ def test_cases_and_mutants_match_the_release() -> None:
     assert [c.name for c in cases] == [f"guide-{n}" for n in expected]
     assert all(isinstance(m, CaseMutant) for m in mutants)
     assert {m.name for m in mutants} == {
-        f"guide-{n}" for n, *_, needs in guide._MUTANTS if compat.FLAX_VERSION >= needs
+        f"guide-{n}" for n, *_, needs in guide.BUGS if compat.FLAX_VERSION >= needs
     }
     assert all(m.caught_by in REGISTRY for m in mutants)
 

@@ -9,7 +9,7 @@
   is trainable; under a ``bridge.ToLinen`` at ``path`` it forms ``nnx:<path>``
   (``{collection: {...}}`` relative to the wrapper), elsewhere ``linen``.
 
-Everything else is state (see ``_halves.plan``); NNX RNG state (subclasses of
+Everything else is state (see ``_plan.plan``); NNX RNG state (subclasses of
 ``nnx.RngState``: ``RngKey``, ``RngCount``) is a half of its own, ``rng``.
 
 Whether a model is *stochastic* (:func:`nnx_stochastic`): it holds an
@@ -30,7 +30,8 @@ from flax import linen as nn
 from flax.core import meta
 
 from hybridcheck import compat
-from hybridcheck._halves import RNG, STATE, Entry, Layout, path_entry, path_str, plan
+from hybridcheck._halves import RNG, STATE, Layout, path_entry, path_str
+from hybridcheck._plan import Entry, plan
 from hybridcheck.compat import nnx
 
 __all__ = [
