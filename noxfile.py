@@ -164,15 +164,9 @@ def _compat_run(
         session.run(
             "pytest",
             "-q",
-            "-x",
-            "tests/test_compat.py",
-            "tests/test_seed.py",
-            "tests/test_subject.py",
-            "tests/test_case.py",
-            "tests/test_tracing.py",
-            "tests/test_invariants.py",
-            "tests/test_mutants.py",
-            "tests/test_conditioning.py",
+            # The whole suite: what a release lacks skips with its reason (measured:
+            # 0.8.5 316 passed / 90 skipped in 98 s, 0.11.2 386 / 20 in 231 s).
+            "tests",
             *session.posargs,
             env={"HYPOTHESIS_PROFILE": "dev", **HOST_DEVICES, **env},
         )
@@ -205,7 +199,7 @@ def _over_pairs(pairs: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
 @nox.session(python=PYTHON, default=False)
 @_over_pairs(COMPAT_PAIRS)
 def compat(session: nox.Session, flax: str, jax: str) -> None:
-    """One (flax, jax) pair: compat/step/invariant tests and the verifier (dev)."""
+    """One (flax, jax) pair: the whole test suite and the verifier (dev)."""
     _compat_run(session, flax, jax, "default", {})
 
 
