@@ -154,3 +154,18 @@ def test_junit_and_markdown_reports_are_written(user_file, tmp_path):
     assert code == 1
     assert 'failures="1"' in junit.read_text()
     assert "❌ **failed**" in markdown.read_text()
+
+
+def test_progress_lines_only_when_asked_or_at_a_terminal(user_file, capsys):
+    argv = [
+        "verify",
+        f"{user_file}:GOOD",
+        "--profile",
+        "dev",
+        "--invariant",
+        "all_finite",
+    ]
+    assert main(argv) == 0
+    assert "searched in" not in capsys.readouterr().err  # not a terminal: quiet
+    assert main([*argv, "--progress"]) == 0
+    assert "user-good: searched in" in capsys.readouterr().err

@@ -115,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--quiet", action="store_true", help="no progress lines")
     verify.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress lines even when stderr is not a terminal (a CI log)",
+    )
+    verify.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
@@ -239,8 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
 
+    # Progress with elapsed time per case goes to a person at a terminal; a CI log
+    # gets it when asked (--progress); --quiet silences it everywhere.
+    show = not args.quiet and (args.progress or sys.stderr.isatty())
+
     def progress(line: str) -> None:
-        if not args.quiet and not line.endswith("..."):
+        if show and not line.endswith("..."):
             print(
                 f"[{time.perf_counter() - start:6.1f}s] {line}",
                 file=sys.stderr,

@@ -234,7 +234,7 @@ def _run_row(row: Row, envs: pathlib.Path, args: argparse.Namespace, say: Say) -
     out.unlink(missing_ok=True)
     cmd = [str(python), "-m", "hybridcheck", "verify", *args.targets]
     cmd += ["--profile", args.profile, "--json", str(out)]
-    cmd += [] if args.progress else ["--quiet"]
+    cmd += ["--progress"] if args.progress else ["--quiet"]
     variables = {**os.environ, **_pairs.AXES.get(row.axis, {})}
     variables["VIRTUAL_ENV"] = str(python.parents[1])
     code = _run_logged(cmd, log, say, cwd=args.project, env=variables)
