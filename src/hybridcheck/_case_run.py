@@ -210,7 +210,7 @@ def _cut_short(
     the example; what finished keeps its verdict; the rest is not run."""
     for name, tally in tallies.items():
         result = results[name]
-        if result.status == FAILED or (result.message and result.status != HELD):
+        if result.status != HELD:  # already final: failed, or n/a with its reason
             continue
         if tally.failure is not None:
             _fill(result, tally)

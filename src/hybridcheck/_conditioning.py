@@ -41,6 +41,7 @@ NUDGE = float(np.finfo(np.float32).eps)
 PROBE_FRACTION = 0.25
 """A correct step that moves by this fraction of the tolerance under the nudge makes
 the example too ill-conditioned to compare."""
+PROBE_TOL = {k: v * PROBE_FRACTION for k, v in JIT_EAGER_TOL.items()}
 
 
 def nudged(tree: PyTree, rel: float = NUDGE) -> PyTree:
@@ -99,14 +100,13 @@ def raise_if_ill_conditioned(
                 if with_loss
                 else None
             )
-        fraction = {k: v * PROBE_FRACTION for k, v in JIT_EAGER_TOL.items()}
         problems = step_order_problems(
             ref,
             moved,
             ("correct step", "nudged inputs"),
             old=params,
             losses=losses,
-            **fraction,
+            **PROBE_TOL,
         )
     except Exception:  # noqa: BLE001 - if the probe cannot run, the verdict stands
         return
@@ -129,9 +129,7 @@ def _raise_if_step_amplifies_rounding(s: Subject, e: Example) -> None:
             at_nudged,
             ("jitted step", "jitted step at nudged inputs"),
             old=e.params,
-            rtol=JIT_EAGER_TOL["rtol"] * PROBE_FRACTION,
-            atol=JIT_EAGER_TOL["atol"] * PROBE_FRACTION,
-            update_tol=JIT_EAGER_TOL["update_tol"] * PROBE_FRACTION,
+            **PROBE_TOL,  # leaves only: with no losses, the loss tolerances are unused
         )
     except Exception:  # noqa: BLE001 - if the probe cannot run, the verdict stands
         return

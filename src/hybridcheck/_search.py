@@ -82,10 +82,9 @@ class Tally:
     not_sampled: int = 0
     buckets: set[str] = dataclasses.field(default_factory=set)
 
-    def wants(self, example: Example, sample: int | None) -> bool:
-        """Whether a sampled invariant runs on ``example``: always on the first
-        example of a shape bucket, then until it has run on ``sample`` examples."""
-        bucket = str(shape_key(example))
+    def wants(self, bucket: str, sample: int | None) -> bool:
+        """Whether a sampled invariant runs on an example of shape ``bucket``: always
+        on the first example of a bucket, then until it has run on ``sample``."""
         if bucket not in self.buckets:
             self.buckets.add(bucket)
             return True
@@ -136,9 +135,10 @@ def search(
         pending = [n for n, t in tallies.items() if t.failure is None]
         if not pending:
             raise _AllFailed
+        bucket = str(shape_key(example)) if sampled else ""
         for name in pending:
             tally = tallies[name]
-            if name in sampled and not tally.wants(example, sample):
+            if name in sampled and not tally.wants(bucket, sample):
                 tally.not_sampled += 1
                 applicable = True  # the others decide; never redraw for a sample
                 continue

@@ -243,7 +243,8 @@ class Subject:
         memory cost independent of the model's size.
         """
         g = self.grad_fn(params, batch)
-        self.grads_seen.append(jax.tree.map(lambda x: bool(np.any(x != 0)), g))
+        # One scalar per leaf leaves the device, not the whole gradient.
+        self.grads_seen.append(jax.tree.map(lambda x: bool(jnp.any(x != 0)), g))
         return g  # type: ignore[no-any-return]
 
     def trajectory(self, e: Example) -> tuple[list[Any], list[Any]]:
