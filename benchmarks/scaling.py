@@ -6,8 +6,13 @@ Dense head), at growing widths. For each size: parameters, the median time of on
 jitted train step (after compilation), and ``hc.verify`` wall time per profile, so
 the ratio "verify cost / step cost" is visible. Never asserted: speed goals live here.
 
+The ratio "verify / step" shows whether the gate's cost grows with the model like the
+step does: ``ci marginal`` is (ci - dev) / (100 - 10 examples), the cost of one more
+example beyond compilation; its ratio to one step should stay flat as W grows.
+
 Usage: python benchmarks/scaling.py [--widths 64,512,2048] [--profiles dev,ci]
-                                    [--models mlp,blocks] [--json PATH]
+                                    [--models mlp,blocks] [--ci-up-to PARAMS]
+                                    [--json PATH]
 """
 
 from __future__ import annotations
@@ -120,6 +125,12 @@ def main() -> None:
     parser.add_argument("--widths", default="64,512,2048")
     parser.add_argument("--profiles", default="dev,ci")
     parser.add_argument("--models", default="mlp")
+    parser.add_argument(
+        "--ci-up-to",
+        type=float,
+        default=float("inf"),
+        help="run profiles other than dev only up to this many parameters",
+    )
     parser.add_argument("--json", default="bench-results/scaling.json")
     args = parser.parse_args()
     rows = []
@@ -134,6 +145,8 @@ def main() -> None:
                 "step_ms": step_s * 1e3,
             }
             for profile in args.profiles.split(","):
+                if profile != "dev" and n > args.ci_up_to:
+                    continue
                 t0 = time.perf_counter()
                 report = hc.verify(case, profile=profile)
                 row[f"{profile}_s"] = time.perf_counter() - t0
@@ -147,20 +160,34 @@ def main() -> None:
     path = pathlib.Path(args.json)
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps({"jax": jax.__version__, "rows": rows}, indent=2))
-    print(
+    print(markdown(rows, args.profiles.split(",")))
+
+
+def markdown(rows: list[dict[str, Any]], profiles: list[str]) -> str:
+    """The README's table: seconds and multiples of one step, per profile."""
+    lines = [
         "| model | width | params | step ms | "
-        + " | ".join(f"{p} s (x step)" for p in args.profiles.split(","))
-        + " |"
-    )
+        + " | ".join(f"{p} s (x step)" for p in profiles)
+        + " | ci marginal per example (x step) |",
+        "|---" * (5 + len(profiles)) + "|",
+    ]
     for r in rows:
         cells = [
             f"{r[p + '_s']:.1f} ({r[p + '_s'] * 1e3 / r['step_ms']:.0f}x)"
-            for p in args.profiles.split(",")
+            if p + "_s" in r
+            else "-"
+            for p in profiles
         ]
-        print(
+        marginal = "-"
+        if "ci_s" in r and "dev_s" in r:
+            extra = hc.PROFILES["ci"].examples - hc.PROFILES["dev"].examples
+            per = (r["ci_s"] - r["dev_s"]) / extra
+            marginal = f"{per * 1e3:.0f} ms ({per * 1e3 / r['step_ms']:.0f}x)"
+        lines.append(
             f"| {r['model']} | {r['width']} | {r['params'] / 1e6:.2f} M | "
-            f"{r['step_ms']:.2f} | " + " | ".join(cells) + " |"
+            f"{r['step_ms']:.2f} | " + " | ".join(cells) + f" | {marginal} |"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

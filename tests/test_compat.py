@@ -134,3 +134,51 @@ def test_make_optimizer_and_update_take_one_sgd_step():
     chex.assert_trees_all_close(
         after, jax.tree.map(lambda p: p - 0.5 * jnp.ones_like(p), before), rtol=1e-6
     )
+
+
+def test_nnx_sharding_key_follows_the_release():
+    # Measured from the wheels: 'sharding' up to 0.11.1, 'sharding_names' in
+    # 0.11.2-0.12.3, 'out_sharding' from 0.12.4.
+    if compat.FLAX_VERSION >= (0, 12, 4):
+        assert compat.NNX_SHARDING_KEY == "out_sharding"
+    elif compat.FLAX_VERSION >= (0, 11, 2):
+        assert compat.NNX_SHARDING_KEY == "sharding_names"
+    else:
+        assert compat.NNX_SHARDING_KEY == "sharding"
+
+
+def test_partitioning_is_read_from_nnx_metadata_without_a_mesh_or_warning():
+    init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        with compat.unsharded_variables():
+            linear = nnx.Linear(3, 4, kernel_init=init, rngs=nnx.Rngs(0))
+        assert compat.nnx_sharding_names(linear.kernel) == (None, "model")
+        assert compat.nnx_sharding_names(linear.bias) is None
+        specs = compat.nnx_partition_specs(linear)
+    assert specs == {
+        "kernel": jax.sharding.PartitionSpec(None, "model"),
+        "bias": jax.sharding.PartitionSpec(),
+    }
+    with pytest.raises(TypeError, match="module must be an nnx.Module"):
+        compat.nnx_partition_specs({"kernel": 1})
+
+
+def test_partitioning_is_read_from_linen_boxes():
+    from flax import linen as nn
+
+    dense = nn.Dense(
+        4, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), ("a", "b"))
+    )
+    variables = jax.eval_shape(
+        lambda: dense.init(jax.random.PRNGKey(0), jnp.ones((1, 3)))
+    )
+    specs = compat.linen_partition_specs(variables)
+    assert specs["params"]["kernel"] == jax.sharding.PartitionSpec("a", "b")
+    assert specs["params"]["bias"] == jax.sharding.PartitionSpec()
+
+
+def test_sharding_support_names_a_missing_api(monkeypatch):
+    assert compat.sharding_support() is None
+    monkeypatch.delattr(nnx, "with_partitioning")
+    assert "with_partitioning" in (compat.sharding_support() or "")

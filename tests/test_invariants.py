@@ -274,13 +274,19 @@ def test_every_public_assertion_has_a_table_row():
         name.removeprefix("assert_") for name in inv.__all__ if "assert_" in name
     }
     # Finite differences need float64 and a custom VJP: see the tests below. The
-    # migration assertions judge deviations across examples: tests/test_migration.py.
-    from hybridcheck.invariants import migration
+    # migration assertions judge deviations across examples: tests/test_migration.py;
+    # the partitioning one traces a converter: tests/test_migration_sharding.py.
+    from hybridcheck.invariants import migration, partitioning
 
     tabled = (
         {r.invariant for r in TABLE}
         | {"grads_match_finite_differences"}
-        | {n.removeprefix("assert_") for n in migration.__all__ if "assert_" in n}
+        | {
+            n.removeprefix("assert_")
+            for module in (migration, partitioning)
+            for n in module.__all__
+            if "assert_" in n
+        }
         - {"matches_before"}
     )
     assert asserted == tabled

@@ -32,6 +32,7 @@ from hybridcheck.invariants import assert_retrace_budget
 from hybridcheck.invariants import assert_roundtrip
 from hybridcheck.invariants import assert_sgd_update
 from hybridcheck.invariants import assert_sharded_matches_single_device
+from hybridcheck.invariants import assert_sharding_matches_before
 from hybridcheck.invariants import assert_state_is_threaded
 from hybridcheck.invariants import assert_step_matches_before
 from hybridcheck.invariants import assert_trajectory_matches_before
@@ -95,6 +96,7 @@ __all__ = [
     "assert_roundtrip",
     "assert_sgd_update",
     "assert_sharded_matches_single_device",
+    "assert_sharding_matches_before",
     "assert_state_is_threaded",
     "assert_step_matches_before",
     "assert_trajectory_matches_before",

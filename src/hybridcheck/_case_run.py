@@ -46,7 +46,9 @@ def _conclude(name: str, subject: Any, result: InvariantResult) -> None:
         return
     start = time.perf_counter()
     try:
-        conclude(subject)
+        note = conclude(subject)
+        if note:  # held, with something the report must say (how it was compared)
+            result.message = note
     except InvariantNotApplicable as exc:
         result.status, result.message = NOT_APPLICABLE, str(exc)
     except AssertionError as exc:
@@ -149,10 +151,11 @@ def _run(
             examples,
             tallies,
             running,
-            sampled=frozenset(
-                n for n in active if n in REGISTRY and REGISTRY[n].sampled
-            ),
-            sample=sample,
+            targets={
+                n: None if sample is None else max(sample, REGISTRY[n].convincing)
+                for n in active
+                if n in REGISTRY and REGISTRY[n].sampled
+            },
         )
         if active
         else ""

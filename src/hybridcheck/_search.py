@@ -82,13 +82,15 @@ class Tally:
     not_sampled: int = 0
     buckets: set[str] = dataclasses.field(default_factory=set)
 
-    def wants(self, bucket: str, sample: int | None) -> bool:
+    def wants(self, bucket: str, target: int | None) -> bool:
         """Whether a sampled invariant runs on an example of shape ``bucket``: always
-        on the first example of a bucket, then until it has run on ``sample``."""
+        on the first example of a bucket, then until it has held or failed on
+        ``target`` examples (None: every example). Examples outside its
+        precondition do not count: a sample of n/a verdicts is no evidence."""
         if bucket not in self.buckets:
             self.buckets.add(bucket)
             return True
-        return sample is None or self.examples + len(self.na_reasons) < sample
+        return target is None or self.examples < target
 
 
 def settings_for(examples: int, *, shrink: bool) -> settings:
@@ -112,16 +114,15 @@ def search(
     examples: int,
     tallies: dict[str, Tally],
     running: Running,
-    sampled: frozenset[str] = frozenset(),
-    sample: int | None = None,
+    targets: dict[str, int | None] | None = None,
 ) -> str:
     """One Hypothesis search: every invariant runs on each drawn example.
 
     An example is rejected (drawn again) only when *every* pending invariant finds it
     not applicable; an invariant that fails is not run again. Invariants in
-    ``sampled`` (the expensive ones) run on the first example of each shape bucket
-    and then on ``sample`` examples in all. No shrinking here: :func:`shrink` does
-    that for each failed invariant alone.
+    ``targets`` (the expensive ones) run on the first example of each shape bucket
+    and then until ``targets[name]`` examples gave a verdict. No shrinking here:
+    :func:`shrink` does that for each failed invariant alone.
 
     Fills ``tallies`` (one per invariant of ``active``) as it goes, so a search cut
     short leaves what it learned. Returns, if drawing examples itself raised (the
@@ -135,10 +136,11 @@ def search(
         pending = [n for n, t in tallies.items() if t.failure is None]
         if not pending:
             raise _AllFailed
-        bucket = str(shape_key(example)) if sampled else ""
+        targets_ = targets or {}
+        bucket = str(shape_key(example)) if targets_ else ""
         for name in pending:
             tally = tallies[name]
-            if name in sampled and not tally.wants(bucket, sample):
+            if name in targets_ and not tally.wants(bucket, targets_[name]):
                 tally.not_sampled += 1
                 applicable = True  # the others decide; never redraw for a sample
                 continue

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridcheck import compat, invariants
+from hybridcheck import _partitioning, compat, invariants, sharding
 from hybridcheck.invariants import migration as mig
 from hybridcheck.invariants._tree import leaves
+from hybridcheck.invariants.partitioning import assert_sharding_matches_before
 from hybridcheck.migration import MigrationSubject
 from hybridcheck.subject import Example, to64
 
@@ -22,20 +23,54 @@ _ASSERT = {
 }
 
 
+DETERMINISTIC = (
+    "compared with the stochastic layers off (MigrationCase.before_eval / after_eval)"
+)
+
+
+def _with_note(ms: MigrationSubject, check: Any, *args: Any) -> None:
+    """Runs an assertion; its failure says when the comparison was deterministic."""
+    try:
+        check(*args)
+    except AssertionError as exc:
+        if ms.stochastic is None:
+            raise
+        raise AssertionError(f"{exc}\n  ({DETERMINISTIC})") from None
+
+
 def _record(ms: MigrationSubject, name: str, devs: list[mig.Deviation]) -> None:
     """Records one example's deviations; fails at once past the hard limit (so the
     example can be shrunk), otherwise the verdict waits for all examples."""
     ms.evidence.setdefault(name, []).append(devs)
     if any(d.units > mig.HARD_UNITS for d in devs):
-        _ASSERT[name]([devs])
+        _with_note(ms, _ASSERT[name], [devs])
+
+
+def stochastic_note(ms: MigrationSubject) -> str:
+    """What the report says when the comparison was made deterministic: whether
+    the two models, stochastic layers on, agreed as well."""
+    if ms.stochastic is None:
+        return ""
+    evidence = ms.evidence.get("stochastic_loss", [])
+    worst = max((d.units for ex in evidence for d in ex), default=0.0)
+    try:
+        mig.assert_loss_matches_before(evidence)
+    except AssertionError:
+        return (
+            f"{DETERMINISTIC}: with them on, the two losses differ (worst {worst:.3g}x "
+            "float32 noise): the models consume the random key differently, which "
+            "alone is no bug"
+        )
+    return f"{DETERMINISTIC}; with them on, the two models agree as well"
 
 
 def conclude(name: str) -> Any:
-    def run(ms: MigrationSubject) -> None:
+    def run(ms: MigrationSubject) -> str | None:
         evidence = ms.evidence.get(name, [])
         if not evidence:
             raise invariants.InvariantNotApplicable("no example was compared")
-        _ASSERT[name](evidence)
+        _with_note(ms, _ASSERT[name], evidence)
+        return stochastic_note(ms) or None
 
     run.__name__ = f"conclude_{name}"
     return run
@@ -89,6 +124,18 @@ def check_loss_matches_before(ms: MigrationSubject, e: Example) -> None:
         "loss_matches_before",
         [mig.deviation("loss", before64, after64, before32)],
     )
+    if ms.stochastic is not None:  # the same comparison, stochastic layers on
+        before, after = ms.stochastic
+        with compat.enable_x64():
+            train64 = before.loss64(p64, b64)
+            after_train64 = after.loss64(ms.convert64(e.params), b64)
+        # Random draws differ between float32 and float64 (the uniform samples
+        # are drawn in the input dtype), so the stochastic model's own float32 run
+        # is no measure of rounding: the deterministic model's noise is the unit.
+        noise = np.float64(before32) - np.float64(before64)
+        train = np.asarray(train64, np.float64)
+        dev = mig.deviation("stochastic loss", train, after_train64, train + noise)
+        ms.evidence.setdefault("stochastic_loss", []).append([dev])
 
 
 def check_grads_match_before(ms: MigrationSubject, e: Example) -> None:
@@ -195,3 +242,41 @@ def check_roundtrip(ms: MigrationSubject, e: Example) -> None:
     if ms.invert is None:
         raise invariants.InvariantNotApplicable("the case has no invert")
     mig.assert_roundtrip(e.params, ms.invert(ms.convert(e.params)))
+
+
+def _replicated(params: Any) -> _partitioning.Specs:
+    return [(path, jax.sharding.PartitionSpec()) for path, _ in leaves(params)]
+
+
+def check_sharding_matches_before(ms: MigrationSubject, e: Example) -> None:
+    reason = compat.sharding_support()
+    if reason:
+        raise invariants.InvariantNotApplicable(reason)
+    if not _partitioning.mesh_axes(ms.before_specs, ms.after_specs):
+        raise invariants.InvariantNotApplicable(
+            "neither side declares any partitioning: set MigrationCase.before_specs "
+            "/ after_specs (compat.linen_partition_specs, compat.nnx_partition_specs "
+            "read them from nn.with_partitioning / nnx.with_partitioning)"
+        )
+    with compat.enable_x64():
+        p64, b64, lr = to64(e.params), to64(e.batch), jnp.float64(e.lr)
+        a64 = ms.convert64(e.params)
+        before_specs = ms.before_specs or _replicated(p64)
+        after_specs = ms.after_specs or _replicated(a64)
+        # The placement depends on the converter's layout, not on the values: one
+        # trace per params shape.
+        key = str(jax.tree.map(np.shape, p64))
+        if key not in ms.placement_memo:
+            ms.placement_memo[key] = _partitioning.placements(
+                ms.convert, p64, before_specs, after_specs
+            )
+        assert_sharding_matches_before(ms.placement_memo[key])
+        axes = _partitioning.mesh_axes(after_specs)
+        if not axes:  # nothing is partitioned after (and nothing was misplaced)
+            return
+        mesh = sharding.device_mesh(axes)
+        single = ms.after.step64(a64, b64, lr)
+        on_mesh = sharding.run_partitioned(
+            ms.after.step64, a64, [s for _, s in after_specs], mesh, b64, lr
+        )
+    assert_sharding_matches_before([], single, on_mesh)

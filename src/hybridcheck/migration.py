@@ -10,12 +10,13 @@ before the PR catches them. The comparisons are in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 from hypothesis import strategies as st
 
+from hybridcheck import _partitioning
 from hybridcheck.case import HybridCase
 from hybridcheck.subject import Example, Subject, to64
 
@@ -39,6 +40,10 @@ class MigrationSubject:
     steps: int
     evidence: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     sgd: bool = True
+    before_specs: _partitioning.Specs | None = None
+    after_specs: _partitioning.Specs | None = None
+    placement_memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    stochastic: tuple[Subject, Subject] | None = None
     pulled_grad: Callable[..., Any] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +91,24 @@ class MigrationCase:
       invert: the converter back, if there is one (enables ``roundtrip``).
       steps: consecutive steps compared by ``trajectory_matches_before``.
       description: one line for ``--list``.
+      before_specs, after_specs: each side's partitioning, for
+        ``sharding_matches_before``: a pytree with the structure of that side's
+        params whose leaves are a ``PartitionSpec``, a tuple of (mesh or logical)
+        axis names, or ``None`` (replicated); or ``specs(params) -> that pytree``.
+        Read them from the models with ``compat.linen_partition_specs(variables)``
+        (``nn.with_partitioning`` boxes) and ``compat.nnx_partition_specs(module)``
+        (``nnx.with_partitioning`` metadata). A side left ``None`` while the other
+        declares specs counts as fully replicated.
+      before_eval, after_eval: the same two models with their stochastic layers
+        off (Linen ``deterministic=True`` or no ``'dropout'`` rng; NNX
+        ``model.eval()`` or ``nnx.Dropout(..., deterministic=True)``), on the same
+        params. Two models rarely consume a dropout key the same way (Linen folds
+        the module path into it, NNX counts its stream), so with these set the
+        loss, gradient, step and trajectory comparisons are made deterministic, the
+        stochastic models are compared too, and the report says which agreed.
+      axis_rules: logical axis rules ``((logical name, mesh axis or None), ...)``
+        applied to both sides' names, as ``nn.logical_to_mesh_axes`` does; names
+        without a rule are replicated. ``None``: names are mesh axes.
     """
 
     name: str
@@ -96,6 +119,11 @@ class MigrationCase:
     steps: int = 3
     description: str = ""
     extra_checks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    before_specs: Any = None
+    after_specs: Any = None
+    axis_rules: Sequence[tuple[str, Any]] | None = None
+    before_eval: HybridCase | None = None
+    after_eval: HybridCase | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -118,6 +146,25 @@ class MigrationCase:
                 f"MigrationCase({self.name!r}).invert must be callable or None, got "
                 f"{type(self.invert).__name__}"
             )
+        for side in ("before_eval", "after_eval"):
+            if not isinstance(getattr(self, side), HybridCase | None):
+                raise TypeError(
+                    f"MigrationCase({self.name!r}).{side} must be a HybridCase or "
+                    f"None, got {type(getattr(self, side)).__name__}"
+                )
+        if (self.before_eval is None) != (self.after_eval is None):
+            raise ValueError(
+                f"MigrationCase({self.name!r}): set both before_eval and after_eval "
+                "(the two models with stochastic layers off) or neither"
+            )
+        if self.axis_rules is not None and not all(
+            isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str)
+            for r in self.axis_rules
+        ):
+            raise TypeError(
+                f"MigrationCase({self.name!r}).axis_rules must be a sequence of "
+                f"(logical name, mesh axis) pairs, got {self.axis_rules!r:.120}"
+            )
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(
                 f"MigrationCase({self.name!r}).steps must be an int >= 1, got "
@@ -139,6 +186,13 @@ class MigrationCase:
             ) from exc
         before = self.before.subject(before_params, min_halves=1)
         after = self.after.subject(after_params, min_halves=1)
+        stochastic = None
+        if self.before_eval is not None and self.after_eval is not None:
+            stochastic = (before, after)
+            before = self.before_eval.subject(before_params, min_halves=1)
+            after = self.after_eval.subject(after_params, min_halves=1)
+        rules = None if self.axis_rules is None else tuple(self.axis_rules)
+        where = f"MigrationCase({self.name!r})"
         return MigrationSubject(
             name=self.name,
             before=before,
@@ -147,6 +201,13 @@ class MigrationCase:
             invert=self.invert,
             steps=self.steps,
             sgd=before.sgd and after.sgd,
+            stochastic=stochastic,
+            before_specs=_partitioning.resolve_specs(
+                self.before_specs, before_params, rules, f"{where}.before_specs"
+            ),
+            after_specs=_partitioning.resolve_specs(
+                self.after_specs, after_params, rules, f"{where}.after_specs"
+            ),
         )
 
     def examples(self) -> st.SearchStrategy[Example]:

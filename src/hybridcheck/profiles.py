@@ -19,10 +19,12 @@ class Profile:
     timeout: seconds each case may take before it is reported as failed (None: no
       limit). The PR gate's profile has one, so a step that hangs fails the job
       instead of hanging it.
-    sample: how many examples the expensive invariants (float64 replays, extra eager
-      runs; ``Invariant.sampled``) run on, beyond the first example of every shape
-      bucket, which they always see (None: every example). The report shows how
-      many examples each invariant ran on.
+    sample: how many examples the expensive invariants (float64 replays, eager or
+      mesh runs: ``Invariant.sampled``, see ``registry.COSTS``) must give a verdict
+      on, beyond the first example of every shape bucket, which they always see;
+      an invariant whose verdict is taken across examples runs on at least its
+      ``Invariant.convincing`` examples (None: every example). The report shows
+      how many examples each invariant ran on.
     """
 
     examples: int
@@ -32,8 +34,9 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # a quick local look: one example per shape bucket and a few more.
-    "dev": Profile(examples=10, shrink_seconds=10.0),
+    # a quick local look: one example per shape bucket and a few more; the
+    # expensive invariants on every bucket and 3 examples.
+    "dev": Profile(examples=10, shrink_seconds=10.0, sample=3),
     # the PR gate and `nox -s tests`: derandomized.
     "ci": Profile(examples=100, shrink_seconds=30.0, timeout=1200.0, sample=25),
     # before a release.

@@ -35,6 +35,7 @@ from hybridcheck.checks_migration import (
     check_grads_match_before,
     check_loss_matches_before,
     check_roundtrip,
+    check_sharding_matches_before,
     check_step_matches_before,
     check_trajectory_matches_before,
     conclude,
@@ -46,8 +47,26 @@ from hybridcheck.checks_training import (
     check_update_matches_tx,
     conclude_randomness_is_used,
 )
+from hybridcheck.invariants import migration as mig
+from hybridcheck.subject import TRAJECTORY_STEPS
 
-__all__ = ["Invariant", "REGISTRY", "static_not_applicable"]
+__all__ = ["COSTS", "EXPENSIVE", "Invariant", "REGISTRY", "static_not_applicable"]
+
+
+COSTS: dict[str, str] = {
+    "step": "the jitted step (once per example, shared by every invariant)",
+    "grad": "the jitted gradient (once per example, shared)",
+    "trajectory": f"{TRAJECTORY_STEPS} consecutive jitted steps and gradients (shared)",
+    "reduce": "per-leaf summaries reduced on the device (a pass over the params)",
+    "host": "the inputs copied to the host (a pass over the params)",
+    "convert": "the migration's converter (and its inverse)",
+    "eager": "the step op by op under `jax.disable_jit` (several jitted steps)",
+    "float64": "float64 replays of loss, gradient or step (compiled once per shape)",
+    "mesh": "a run on a mesh of forced host devices",
+}
+"""The units of ``Invariant.cost``: what an invariant spends per example."""
+EXPENSIVE = frozenset({"eager", "float64", "mesh"})
+"""Units that cost several train steps each: invariants that need one are sampled."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,25 +79,49 @@ class Invariant:
       check: ``check(subject, example)``: raises ``AssertionError`` on a failure,
         :class:`InvariantNotApplicable` outside its precondition.
       conclude: ``conclude(subject)`` for a verdict across all examples, run once
-        after the search (``check`` then only gathers evidence).
+        after the search (``check`` then only gathers evidence); a string it
+        returns is a note for the report (how a held invariant was compared).
       needs_sgd: applies only to plain SGD steps.
       needs_devices: applies only with two or more devices.
       needs_field: applies only to cases that set this HybridCase field.
       kind: ``"step"`` (a HybridCase's step) or ``"migration"`` (a MigrationCase).
-      sampled: expensive per example (float64 replays, extra eager runs): runs on
-        every shape bucket and a sample of examples (``Profile.sample``), where the
-        bugs it exists for show on any example.
+      cost: what it needs per example, in the units of :data:`COSTS`. One with an
+        :data:`EXPENSIVE` unit is *sampled*: it runs on the first example of every
+        shape bucket, then on ``max(Profile.sample, convincing)`` examples in all;
+        the others run on every example.
+      convincing: the fewest examples a sampled invariant needs for its verdict:
+        1 where the bug it exists for shows on any example; more where the verdict
+        is taken across examples.
     """
 
     name: str
     catches: str
     check: Callable[[Any, Any], None]
-    conclude: Callable[[Any], None] | None = None
+    conclude: Callable[[Any], str | None] | None = None
     needs_sgd: bool = False
     needs_devices: bool = False
     needs_field: str = ""
     kind: str = "step"
-    sampled: bool = False
+    cost: tuple[str, ...] = ("step", "grad", "reduce")
+    convincing: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.cost) - set(COSTS))
+        if unknown:
+            raise ValueError(
+                f"Invariant({self.name!r}).cost names unknown units {unknown}; the "
+                f"units are {list(COSTS)}"
+            )
+        if not isinstance(self.convincing, int) or self.convincing < 1:
+            raise ValueError(
+                f"Invariant({self.name!r}).convincing must be an int >= 1, got "
+                f"{self.convincing!r}"
+            )
+
+    @property
+    def sampled(self) -> bool:
+        """Whether it runs on a sample of the examples (see ``cost``)."""
+        return bool(EXPENSIVE & set(self.cost))
 
 
 _INVARIANTS = [
@@ -86,6 +129,7 @@ _INVARIANTS = [
         "grads_match_params",
         "gradient / new params with another structure, shape or dtype than the params",
         check_grads_match_params,
+        cost=("step", "grad"),
     ),
     Invariant(
         "update_changes_exactly_graded_leaves",
@@ -93,6 +137,7 @@ _INVARIANTS = [
         "argnums, a half not updated, a closure, a stop_gradient); a leaf moved "
         "without gradient",
         check_update_changes_exactly_graded_leaves,
+        cost=("step", "grad", "reduce"),
     ),
     Invariant(
         "every_half_gets_gradient",
@@ -100,6 +145,7 @@ _INVARIANTS = [
         "that closes over one half)",
         gather_grads,
         conclude=conclude_every_half_gets_gradient,
+        cost=("trajectory",),
     ),
     Invariant(
         "every_trainable_is_trained",
@@ -107,6 +153,7 @@ _INVARIANTS = [
         "as LoRAParam, Linen `params`) with a gradient that the step does not update "
         "(left out of the optimizer's `wrt` or of the differentiated arguments)",
         check_every_trainable_is_trained,
+        cost=("trajectory", "reduce"),
     ),
     Invariant(
         "loss_decrease_first_order",
@@ -114,19 +161,21 @@ _INVARIANTS = [
         "(ratio `‖g_half‖²/‖g‖²`), wrong step size, sign errors",
         check_loss_decrease_first_order,
         needs_sgd=True,
-        sampled=True,
+        cost=("float64",),
     ),
     Invariant(
         "update_is_descent",
         "per half `<new - old, -g> > 0` (holds for SGD, momentum, Adam's first "
         "step): a sign error on one half",
         check_update_is_descent,
+        cost=("step", "grad", "reduce"),
     ),
     Invariant(
         "sgd_update",
         "for SGD steps, `new == old - lr·g` to 16 ulp, leaf by leaf",
         check_sgd_update,
         needs_sgd=True,
+        cost=("step", "grad", "reduce"),
     ),
     Invariant(
         "update_matches_tx",
@@ -135,7 +184,7 @@ _INVARIANTS = [
         "changed, state re-initialised each step, a schedule that does not advance)",
         check_update_matches_tx,
         needs_field="tx",
-        sampled=True,
+        cost=("float64",),
     ),
     Invariant(
         "state_is_threaded",
@@ -143,6 +192,7 @@ _INVARIANTS = [
         "stale, moved by the optimizer, or taken from another pass",
         check_state_is_threaded,
         needs_field="state_fn",
+        cost=("step",),
     ),
     Invariant(
         "randomness_is_used",
@@ -151,45 +201,52 @@ _INVARIANTS = [
         check_randomness_is_used,
         conclude=conclude_randomness_is_used,
         needs_field="reseed",
+        cost=("step",),
     ),
     Invariant(
         "jit_matches_eager",
         "Python-side state baked in at trace time (n/a on ill-conditioned examples, "
         "see below)",
         check_jit_matches_eager,
-        sampled=True,
+        cost=("eager", "float64"),
     ),
     Invariant(
         "grads_match_finite_differences",
         "wrong custom VJPs, partial stop_gradient (float64, "
         "`jax.test_util.check_grads`)",
         check_grads_match_finite_differences,
-        sampled=True,
+        cost=("float64",),
     ),
     Invariant(
         "deterministic",
         "host randomness, state carried between calls",
         check_deterministic,
-        sampled=True,
+        cost=("step", "eager"),
     ),
-    Invariant("all_finite", "NaN/Inf after one step on finite input", check_all_finite),
+    Invariant(
+        "all_finite",
+        "NaN/Inf after one step on finite input",
+        check_all_finite,
+        cost=("step",),
+    ),
     Invariant(
         "inputs_unchanged",
         "mutated or donated inputs",
         check_inputs_unchanged,
-        sampled=True,
+        cost=("host", "eager"),
     ),
     Invariant(
         "retrace_budget",
         "more traces than distinct input shapes (lr or seed baked in as constants)",
         check_retrace_budget,
+        cost=("step",),
     ),
     Invariant(
         "sharded_matches_single_device",
         "data-parallel over forced host devices ≠ one device",
         check_sharded_matches_single_device,
         needs_devices=True,
-        sampled=True,
+        cost=("mesh", "float64"),
     ),
     Invariant(
         "convert_covers_every_param",
@@ -198,6 +255,7 @@ _INVARIANTS = [
         "`jax.vjp`/`jax.jvp` of `convert`",
         check_convert_covers_every_param,
         kind="migration",
+        cost=("convert", "float64"),
     ),
     Invariant(
         "loss_matches_before",
@@ -207,6 +265,8 @@ _INVARIANTS = [
         check_loss_matches_before,
         conclude=conclude("loss_matches_before"),
         kind="migration",
+        cost=("convert", "float64"),
+        convincing=mig.SIGN_RUN,  # a verdict across examples
     ),
     Invariant(
         "grads_match_before",
@@ -215,6 +275,8 @@ _INVARIANTS = [
         check_grads_match_before,
         conclude=conclude("grads_match_before"),
         kind="migration",
+        cost=("convert", "float64"),
+        convincing=mig.SIGN_RUN,  # a verdict across examples
     ),
     Invariant(
         "step_matches_before",
@@ -223,6 +285,8 @@ _INVARIANTS = [
         check_step_matches_before,
         conclude=conclude("step_matches_before"),
         kind="migration",
+        cost=("convert", "float64"),
+        convincing=mig.SIGN_RUN,  # a verdict across examples
     ),
     Invariant(
         "trajectory_matches_before",
@@ -231,6 +295,8 @@ _INVARIANTS = [
         check_trajectory_matches_before,
         conclude=conclude("trajectory_matches_before"),
         kind="migration",
+        cost=("convert", "float64"),
+        convincing=mig.SIGN_RUN,  # a verdict across examples
     ),
     Invariant(
         "roundtrip",
@@ -238,6 +304,18 @@ _INVARIANTS = [
         check_roundtrip,
         needs_field="invert",
         kind="migration",
+        cost=("convert",),
+    ),
+    Invariant(
+        "sharding_matches_before",
+        "(migration) a converted param that loses or changes its source's "
+        "partitioning (`nn.with_partitioning` / logical names through `axis_rules` "
+        "vs NNX sharding metadata, traced element by element through `convert`), or "
+        "a step on a mesh of forced host devices ≠ the unsharded step (float64)",
+        check_sharding_matches_before,
+        needs_devices=True,
+        kind="migration",
+        cost=("convert", "mesh", "float64"),
     ),
 ]
 

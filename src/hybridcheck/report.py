@@ -146,6 +146,8 @@ class Report:
                     details.append(
                         f"\n{c.case} / {r.invariant}: not applicable: {r.message}"
                     )
+                elif r.message:
+                    details.append(f"\n{c.case} / {r.invariant}: note: {r.message}")
         if self.interrupted:
             details.append(f"\nINTERRUPTED: {self.interrupted} (partial report)")
         summary = (

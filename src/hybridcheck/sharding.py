@@ -11,7 +11,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hybridcheck.invariants import InvariantNotApplicable
 
-__all__ = ["run_data_parallel"]
+__all__ = ["device_mesh", "run_data_parallel", "run_partitioned"]
 
 FORCE_DEVICES_HINT = (
     "set XLA_FLAGS=--xla_force_host_platform_device_count=4 before JAX is imported "
@@ -67,3 +67,54 @@ def run_data_parallel(
     rep_params = jax.device_put(params, replicated)
     rep_args = jax.device_put(args, replicated)
     return jax.jit(step)(rep_params, sharded_batch, *rep_args)
+
+
+def device_mesh(axes: list[str], *, axis_size: int = 2) -> Mesh:
+    """A mesh over the first devices with ``axis_size`` devices on each of ``axes``
+    while the devices last (the remaining axes get 1).
+
+    Raises:
+      InvariantNotApplicable: fewer than 2 devices.
+    """
+    devices = jax.devices()
+    if len(devices) < 2:
+        raise InvariantNotApplicable(
+            f"only {len(devices)} device; {FORCE_DEVICES_HINT}"
+        )
+    shape, used = [], 1
+    for _ in axes:
+        size = axis_size if used * axis_size <= len(devices) else 1
+        shape.append(size)
+        used *= size
+    return Mesh(np.array(devices[:used]).reshape(shape), tuple(axes))
+
+
+def run_partitioned(
+    step: Callable[..., Any],
+    params: Any,
+    specs: list[PartitionSpec],
+    mesh: Mesh,
+    *args: Any,
+) -> Any:
+    """Runs ``step(params, *args)`` with each params leaf placed per its spec.
+
+    ``specs`` has one PartitionSpec per leaf of ``params`` (in leaf order, over
+    ``mesh``'s axes); ``args`` (the batch, the learning rate) are replicated.
+    ``step`` should be a jitted function (it recompiles per placement only once).
+
+    Raises:
+      InvariantNotApplicable: a leaf cannot be placed (a dimension the mesh axes
+        do not divide).
+    """
+    flat, treedef = jax.tree.flatten(params)
+    try:
+        placed = [
+            jax.device_put(leaf, NamedSharding(mesh, spec))
+            for leaf, spec in zip(flat, specs, strict=True)
+        ]
+    except ValueError as exc:
+        raise InvariantNotApplicable(
+            f"a parameter cannot be placed on the {dict(mesh.shape)} mesh: {exc}"
+        ) from exc
+    replicated = jax.device_put(args, NamedSharding(mesh, PartitionSpec()))
+    return step(jax.tree.unflatten(treedef, placed), *replicated)

@@ -5,7 +5,8 @@ This package (``hybridcheck.compat``) is the only place that reads
 shim is a thin function named by what it is for; its docstring starts with the
 release where the behaviour moved. Submodules: ``_versions`` (what is installed,
 x64), ``_variables`` (Variables and State), ``_training`` (Rngs, nnx.Optimizer),
-``_bridge`` (ToNNX / ToLinen and Linen collections).
+``_bridge`` (ToNNX / ToLinen and Linen collections), ``_sharding`` (declared
+partitioning: Linen boxes, NNX Variable metadata).
 """
 
 from hybridcheck.compat._versions import FLAX_VERSION
@@ -37,6 +38,12 @@ from hybridcheck.compat._bridge import bridge_wrapper_types
 from hybridcheck.compat._bridge import collection_variable_type
 from hybridcheck.compat._bridge import linen_trainable
 from hybridcheck.compat._bridge import linen_static_collections
+from hybridcheck.compat._sharding import NNX_SHARDING_KEY
+from hybridcheck.compat._sharding import linen_partition_specs
+from hybridcheck.compat._sharding import nnx_partition_specs
+from hybridcheck.compat._sharding import nnx_sharding_names
+from hybridcheck.compat._sharding import sharding_support
+from hybridcheck.compat._sharding import unsharded_variables
 
 __all__ = [
     "FLAX_VERSION",
@@ -68,4 +75,10 @@ __all__ = [
     "collection_variable_type",
     "linen_trainable",
     "linen_static_collections",
+    "NNX_SHARDING_KEY",
+    "linen_partition_specs",
+    "nnx_partition_specs",
+    "nnx_sharding_names",
+    "sharding_support",
+    "unsharded_variables",
 ]

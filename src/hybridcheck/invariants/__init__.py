@@ -28,6 +28,7 @@ from hybridcheck.invariants.migration import assert_loss_matches_before
 from hybridcheck.invariants.migration import assert_roundtrip
 from hybridcheck.invariants.migration import assert_step_matches_before
 from hybridcheck.invariants.migration import assert_trajectory_matches_before
+from hybridcheck.invariants.partitioning import assert_sharding_matches_before
 from hybridcheck.invariants.training import assert_every_trainable_is_trained
 from hybridcheck.invariants.training import assert_randomness_is_used
 from hybridcheck.invariants.training import assert_state_is_threaded
@@ -57,6 +58,7 @@ __all__ = [
     "assert_roundtrip",
     "assert_step_matches_before",
     "assert_trajectory_matches_before",
+    "assert_sharding_matches_before",
     "assert_every_trainable_is_trained",
     "assert_randomness_is_used",
     "assert_state_is_threaded",

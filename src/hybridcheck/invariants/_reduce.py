@@ -91,7 +91,9 @@ def _summaries(old: Any, new: Any, grads: Any, lr: Any, ulps: Any) -> list[Any]:
     return [jnp.stack(column) for column in zip(*per_leaf, strict=True)]
 
 
-_last: list[Any] = []  # one entry: (leaves, lr, ulps, summary)
+_recent: list[Any] = []  # (leaves, lr, ulps, summary), newest last
+_RECENT = 4
+"""Summaries kept: an example's update and its trajectory's few steps."""
 
 
 def update_summary(
@@ -101,12 +103,11 @@ def update_summary(
 
     ``lr=None``: the caller reads only the columns that do not depend on ``lr``
     (``changed``, ``graded``, ``max_*``, ``inner``, ``grad_sq``). Memoized on the
-    identity of the leaves (the last call only): the update invariants of one
-    example all summarise the same three trees.
+    identity of the leaves (the last few calls): the update invariants of one
+    example all summarise the same trees.
     """
     leaves = tuple(jax.tree.leaves((old, new, grads)))
-    if _last:
-        seen, seen_lr, seen_ulps, summary = _last[0]
+    for seen, seen_lr, seen_ulps, summary in reversed(_recent):
         if (
             (lr is None or seen_lr == lr)
             and seen_ulps == ulps
@@ -114,15 +115,15 @@ def update_summary(
             and all(a is b for a, b in zip(seen, leaves, strict=True))
         ):
             return summary  # type: ignore[no-any-return]
-    if not jax.tree.leaves(old):
+    if not leaves:
         empty = np.zeros((0,))
         return UpdateSummary(*(empty,) * len(UpdateSummary._fields))
     with compat.enable_x64():
         # lr and ulps as Python floats: weakly typed, so ``lr * |g|`` keeps the
         # gradient's dtype, as the step's own arithmetic does.
-        columns = jax.device_get(
-            _summaries(old, new, grads, float(lr or 0.0), float(ulps))
-        )
+        lr_value = 0.0 if lr is None else float(lr)
+        columns = jax.device_get(_summaries(old, new, grads, lr_value, float(ulps)))
     summary = UpdateSummary(*(np.asarray(c) for c in columns))
-    _last[:] = [(leaves, lr, ulps, summary)]
+    _recent.append((leaves, lr, ulps, summary))
+    del _recent[:-_RECENT]
     return summary

@@ -46,7 +46,9 @@ def _summarise(
     old: Any, new: Any, grads: Any, *, lr: float | None, ulps: float = SGD_ULPS
 ) -> tuple[list[tuple[str, str, Any, Any, Any]], UpdateSummary]:
     """The leaves ``(half, path, old, new, grad)`` and their on-device summary."""
-    triples = list(leaf_triples(old, new, grads))
+    # Halves in label order: a container's order varies (a dict that went through
+    # jit comes back sorted), and one order means one compiled summary.
+    triples = sorted(leaf_triples(old, new, grads), key=lambda t: t[0])
     columns = ([t[k] for t in triples] for k in (2, 3, 4))
     return triples, update_summary(*columns, lr=lr, ulps=ulps)
 

@@ -4,7 +4,9 @@
 * a pre-norm block (LayerNorm, a multi-head projection, GELU, a square mixing kernel,
   a residual): Linen -> NNX;
 * a BatchNorm model (statistics threaded by the step): Linen -> NNX;
-* an Embed model: Linen -> NNX.
+* an Embed model: Linen -> NNX;
+* a tensor-parallel block (logical partitioning, heads flattened): Linen -> NNX;
+* an MLP with Dropout (compared deterministic): Linen -> NNX.
 Each converter is a pure re-layout with its inverse. ``mutants()`` are the bugs a
 migration PR really introduces, each with the invariant that names it;
 ``reorderings()`` are correct rewrites of the same math that must pass.
@@ -36,11 +38,27 @@ from hybridcheck.cases.migrations.block import (
     block_to_nnx,
     nnx_to_block,
 )
+from hybridcheck.cases.migrations.dropout import (
+    LINEN_DROP,
+    LINEN_DROP_EVAL,
+    drop_to_nnx,
+    nnx_drop,
+    nnx_to_drop,
+)
 from hybridcheck.cases.migrations.embed import (
     LINEN_EMBED,
     NNX_EMBED,
     embed_to_nnx,
     nnx_to_embed,
+)
+from hybridcheck.cases.migrations.partitioned import (
+    AXIS_RULES,
+    LINEN_TP,
+    LINEN_TP_SPECS,
+    Names,
+    nnx_to_tp,
+    nnx_tp,
+    tp_to_nnx,
 )
 from hybridcheck.cases.migrations.seed_story import (
     LINEN_MLP,
@@ -108,7 +126,37 @@ def cases() -> list[MigrationCase]:
             nnx_to_embed,
             description="Embed -> mean -> Dense classifier, Linen -> NNX",
         ),
+        _partitioned("migrate-partitioned"),
+        _dropout("migrate-dropout"),
     ]
+
+
+def _dropout(name: str, *, eval_drops: bool = False) -> MigrationCase:
+    return MigrationCase(
+        name,
+        LINEN_DROP,
+        nnx_drop(True),
+        drop_to_nnx,
+        nnx_to_drop,
+        description="Dense/Dropout MLP (compared deterministic), Linen -> NNX",
+        before_eval=LINEN_DROP_EVAL,
+        after_eval=nnx_drop(False, eval_drops=eval_drops),
+    )
+
+
+def _partitioned(name: str, names: Names | None = None) -> MigrationCase:
+    after, after_specs = nnx_tp(names or Names())
+    return MigrationCase(
+        name,
+        LINEN_TP,
+        after,
+        tp_to_nnx,
+        nnx_to_tp,
+        description="tensor-parallel heads (logical partitioning), Linen -> NNX",
+        before_specs=LINEN_TP_SPECS,
+        after_specs=after_specs,
+        axis_rules=AXIS_RULES,
+    )
 
 
 def _block(
@@ -206,6 +254,24 @@ def mutants() -> list[CaseMutant]:
             ),
             "step_matches_before",
             "the migrated step returns the old statistics",
+        ),
+        CaseMutant(
+            "partitioning-dropped",
+            lambda: _partitioned("mig-unsharded", Names(heads_kernel=("embed", None))),
+            "sharding_matches_before",
+            "the heads kernel's partitioning dropped in the NNX model",
+        ),
+        CaseMutant(
+            "partitioning-transposed",
+            lambda: _partitioned("mig-sharded-t", Names(out_kernel=("embed", "mlp"))),
+            "sharding_matches_before",
+            "the output kernel partitioned on its other axis in the NNX model",
+        ),
+        CaseMutant(
+            "dropout-in-eval",
+            lambda: _dropout("mig-dropout-eval", eval_drops=True),
+            "loss_matches_before",
+            "the train/eval flag not passed to nnx.Dropout: eval still drops",
         ),
     ]
 
