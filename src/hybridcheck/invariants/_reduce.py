@@ -1,16 +1,19 @@
-"""Per-leaf summaries of one update, reduced on the device in one compiled program.
+"""Per-leaf summaries of one update, reduced on the device.
 
 The update invariants compare the params before and after a step with the gradient,
 leaf by leaf. Copying every leaf to the host in float64 costs several passes over the
 model per example and invariant, which at millions of parameters costs more than the
-step itself. Here one fused program per tree structure returns a few scalars per
-leaf (in float64 where they accumulate), shared by every update invariant of the
-example; the host looks at the elements of a leaf only when its summary flags it.
+step itself. Here a compiled program per tree structure returns a few scalars per
+leaf (in float64 where they accumulate); the host looks at the elements of a leaf
+only when its summary flags it. Each invariant asks only for the group of columns it
+reads (XLA fuses a few reductions of the same inputs well, many of them badly), and
+a group computed once serves every invariant of the example that reads it.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,34 +21,7 @@ import numpy as np
 
 from hybridcheck import compat
 
-__all__ = ["UpdateSummary", "update_summary", "ulp_floor"]
-
-
-class UpdateSummary(NamedTuple):
-    """One entry per leaf, in ``jax.tree.leaves`` order of the old params.
-
-    Attributes:
-      changed: some element of the leaf differs between old and new.
-      visible: some element has ``lr * |g|`` above :func:`ulp_floor` of the param: a
-        first-order step must move it.
-      graded: some element of the gradient is nonzero.
-      max_grad: ``max |g|``.
-      max_update: ``max |new - old|``.
-      inner: ``<new - old, -g>`` accumulated in float64.
-      grad_sq: ``||g||^2`` accumulated in float64.
-      sgd_excess: ``max(|new - (old - lr g)| - tol)`` in float64, with ``tol`` the
-        exact-SGD tolerance (``ulps`` ulp of ``|old| + lr max|g|``); > 0 means the
-        leaf is no SGD step.
-    """
-
-    changed: np.ndarray
-    visible: np.ndarray
-    graded: np.ndarray
-    max_grad: np.ndarray
-    max_update: np.ndarray
-    inner: np.ndarray
-    grad_sq: np.ndarray
-    sgd_excess: np.ndarray
+__all__ = ["GROUPS", "update_summary", "ulp_floor"]
 
 
 def ulp_floor(p: Any) -> Any:
@@ -58,72 +34,98 @@ def ulp_floor(p: Any) -> Any:
     return jnp.maximum(4 * finfo.eps * jnp.abs(p), 2 * finfo.tiny)
 
 
-def _leaf(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> list[Any]:
+def _moves(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> dict[str, Any]:
+    return {
+        # some element differs between old and new
+        "changed": jnp.any(o != n),
+        # some element has lr * |g| above ulp_floor(old): a first-order step must
+        # move it (lr weakly typed: the product keeps the gradient's dtype)
+        "visible": jnp.any(lr * jnp.abs(g) > ulp_floor(o)),
+        "graded": jnp.any(g != 0),  # some gradient element is nonzero
+        "max_grad": jnp.max(jnp.abs(g), initial=0.0),
+        "max_update": jnp.max(jnp.abs(n - o), initial=0.0),
+    }
+
+
+def _descent(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> dict[str, Any]:
     f64 = jnp.float64
-    o64, n64, g64 = (x.astype(f64) for x in (o, n, g))
-    floating = jnp.issubdtype(o.dtype, jnp.floating)
-    eps = float(jnp.finfo(o.dtype).eps) if floating else 0.0
-    g_scale = jnp.max(jnp.abs(g64), initial=0.0)
-    tol = ulps * eps * (jnp.abs(o64) + lr * g_scale) + float(np.finfo(np.float32).tiny)
-    return [
-        jnp.any(o != n),
-        jnp.any(lr * jnp.abs(g) > ulp_floor(o)),
-        jnp.any(g != 0),
-        g_scale,
-        jnp.max(jnp.abs(n64 - o64), initial=0.0),
-        jnp.sum((n64 - o64) * -g64),
-        jnp.sum(jnp.square(g64)),
-        jnp.max(jnp.abs(n64 - (o64 - lr * g64)) - tol, initial=-np.inf),
-    ]
+    return {
+        "changed": jnp.any(o != n),
+        "inner": jnp.sum(((n - o) * -g).astype(f64)),  # <new - old, -g>
+        "grad_sq": jnp.sum(jnp.square(g.astype(f64))),  # ||g||^2
+    }
 
 
-@jax.jit
-def _summaries(old: Any, new: Any, grads: Any, lr: Any, ulps: Any) -> list[Any]:
-    per_leaf = [
-        _leaf(o, n, g, lr, ulps)
-        for o, n, g in zip(
-            jax.tree.leaves(old),
-            jax.tree.leaves(new),
-            jax.tree.leaves(grads),
-            strict=True,
-        )
-    ]
-    return [jnp.stack(column) for column in zip(*per_leaf, strict=True)]
+def _sgd(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> dict[str, Any]:
+    # max(|new - (old - lr g)| - tol) in float64, tol = ulps ulp of
+    # |old| + lr max|g|: > 0 means some element is no SGD step.
+    f64 = jnp.float64
+    eps = float(jnp.finfo(o.dtype).eps) if jnp.issubdtype(o.dtype, jnp.floating) else 0
+    g_scale = jnp.max(jnp.abs(g), initial=0.0).astype(f64)
+    tol = ulps * eps * (jnp.abs(o).astype(f64) + lr * g_scale)
+    err = jnp.abs(n.astype(f64) - (o.astype(f64) - lr * g.astype(f64)))
+    tiny = float(np.finfo(np.float32).tiny)
+    return {"sgd_excess": jnp.max(err - tol - tiny, initial=-np.inf)}
 
 
-_recent: list[Any] = []  # (leaves, lr, ulps, summary), newest last
-_RECENT = 4
-"""Summaries kept: an example's update and its trajectory's few steps."""
+GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "moves": _moves,
+    "descent": _descent,
+    "sgd": _sgd,
+}
+"""The column groups; each is one compiled program per tree structure."""
+
+
+def _program(group: str) -> Callable[..., Any]:
+    leaf_fn = GROUPS[group]
+
+    def columns(old: Any, new: Any, grads: Any, lr: Any, ulps: Any) -> Any:
+        per_leaf = [
+            leaf_fn(o, n, g, lr, ulps) for o, n, g in zip(old, new, grads, strict=True)
+        ]
+        return {k: jnp.stack([p[k] for p in per_leaf]) for k in per_leaf[0]}
+
+    return jax.jit(columns)
+
+
+_PROGRAMS = {group: _program(group) for group in GROUPS}
+_recent: list[Any] = []  # (group, leaves, lr, ulps, columns), newest last
+_RECENT = 8
+"""Summaries kept: the groups of an example's update and its trajectory's steps."""
 
 
 def update_summary(
-    old: Any, new: Any, grads: Any, *, lr: float | None, ulps: float
-) -> UpdateSummary:
-    """The :class:`UpdateSummary` of one update (trees of equal structure).
+    old: list[Any],
+    new: list[Any],
+    grads: list[Any],
+    *,
+    group: str,
+    lr: float = 0.0,
+    ulps: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """The columns of ``group`` (see :data:`GROUPS`), one entry per leaf.
 
-    ``lr=None``: the caller reads only the columns that do not depend on ``lr``
-    (``changed``, ``graded``, ``max_*``, ``inner``, ``grad_sq``). Memoized on the
-    identity of the leaves (the last few calls): the update invariants of one
-    example all summarise the same trees.
+    ``old``, ``new`` and ``grads`` are lists of leaves in the same order. Memoized
+    on the identity of the leaves (the last few calls): the update invariants of
+    one example all summarise the same leaves.
     """
-    leaves = tuple(jax.tree.leaves((old, new, grads)))
-    for seen, seen_lr, seen_ulps, summary in reversed(_recent):
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {list(GROUPS)}, got {group!r}")
+    leaves = (*old, *new, *grads)
+    for seen_group, seen, seen_lr, seen_ulps, columns in reversed(_recent):
         if (
-            (lr is None or seen_lr == lr)
-            and seen_ulps == ulps
+            (seen_group, seen_lr, seen_ulps) == (group, lr, ulps)
             and len(seen) == len(leaves)
             and all(a is b for a, b in zip(seen, leaves, strict=True))
         ):
-            return summary  # type: ignore[no-any-return]
-    if not leaves:
-        empty = np.zeros((0,))
-        return UpdateSummary(*(empty,) * len(UpdateSummary._fields))
+            return columns  # type: ignore[no-any-return]
+    if not old:
+        return {}
     with compat.enable_x64():
         # lr and ulps as Python floats: weakly typed, so ``lr * |g|`` keeps the
         # gradient's dtype, as the step's own arithmetic does.
-        lr_value = 0.0 if lr is None else float(lr)
-        columns = jax.device_get(_summaries(old, new, grads, lr_value, float(ulps)))
-    summary = UpdateSummary(*(np.asarray(c) for c in columns))
-    _recent.append((leaves, lr, ulps, summary))
+        out = _PROGRAMS[group](old, new, grads, float(lr), float(ulps))
+        columns = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+    _recent.append((group, leaves, lr, ulps, columns))
     del _recent[:-_RECENT]
-    return summary
+    return columns

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hybridcheck.invariants._reduce import UpdateSummary, update_summary
+from hybridcheck.invariants._reduce import update_summary
 from hybridcheck.invariants._tree import (
     InvariantNotApplicable,
     fail,
@@ -43,14 +43,15 @@ FLAT_GRADIENT = 1e-12
 
 
 def _summarise(
-    old: Any, new: Any, grads: Any, *, lr: float | None, ulps: float = SGD_ULPS
-) -> tuple[list[tuple[str, str, Any, Any, Any]], UpdateSummary]:
-    """The leaves ``(half, path, old, new, grad)`` and their on-device summary."""
+    old: Any, new: Any, grads: Any, group: str, **kwargs: float
+) -> tuple[list[tuple[str, str, Any, Any, Any]], dict[str, np.ndarray]]:
+    """The leaves ``(half, path, old, new, grad)`` and their on-device summary
+    (the columns of ``group``, see :mod:`hybridcheck.invariants._reduce`)."""
     # Halves in label order: a container's order varies (a dict that went through
     # jit comes back sorted), and one order means one compiled summary.
     triples = sorted(leaf_triples(old, new, grads), key=lambda t: t[0])
-    columns = ([t[k] for t in triples] for k in (2, 3, 4))
-    return triples, update_summary(*columns, lr=lr, ulps=ulps)
+    old_, new_, grads_ = ([t[k] for t in triples] for k in (2, 3, 4))
+    return triples, update_summary(old_, new_, grads_, group=group, **kwargs)
 
 
 def assert_update_changes_exactly_graded_leaves(
@@ -70,19 +71,19 @@ def assert_update_changes_exactly_graded_leaves(
     ``allow_change_without_grad`` (weight decay, EMA).
     """
     problems = []
-    triples, summary = _summarise(old, new, grads, lr=lr)
+    triples, summary = _summarise(old, new, grads, "moves", lr=lr)
     for i, (label, path, *_) in enumerate(triples):
-        changed, visible = summary.changed[i], summary.visible[i]
+        changed, visible = summary["changed"][i], summary["visible"][i]
         if visible and not changed:
             problems.append(
                 f"half '{label}' leaf {path}: gradient max|g|="
-                f"{float(summary.max_grad[i]):.3g} (lr={lr:g}) but the leaf did "
+                f"{float(summary['max_grad'][i]):.3g} (lr={lr:g}) but the leaf did "
                 "not change"
             )
-        if not allow_change_without_grad and not summary.graded[i] and changed:
+        if not allow_change_without_grad and not summary["graded"][i] and changed:
             problems.append(
                 f"half '{label}' leaf {path}: gradient is zero but the leaf "
-                f"changed by max {float(summary.max_update[i]):.3g}"
+                f"changed by max {float(summary['max_update'][i]):.3g}"
             )
     fail(
         "update_changes_exactly_graded_leaves",
@@ -152,16 +153,16 @@ def assert_update_is_descent(old: Any, new: Any, grads: Any) -> None:
     """
     problems = []
     paired_halves(old, grads, ("old", "grads"))  # the same halves, or a clear error
-    triples, summary = _summarise(old, new, grads, lr=None)
+    triples, summary = _summarise(old, new, grads, "descent")
     for label in dict.fromkeys(t[0] for t in triples):
         mine = [i for i, t in enumerate(triples) if t[0] == label]
-        grad_sq = float(np.sum(summary.grad_sq[mine]))
+        grad_sq = float(np.sum(summary["grad_sq"][mine]))
         # No gradient: nothing to descend. Not moved at all: a dropped update, which
         # update_changes_exactly_graded_leaves reports (or an update below float
         # resolution, which is no error).
-        if grad_sq == 0.0 or not np.any(summary.changed[mine]):
+        if grad_sq == 0.0 or not np.any(summary["changed"][mine]):
             continue
-        inner = float(np.sum(summary.inner[mine]))
+        inner = float(np.sum(summary["inner"][mine]))
         if not inner > 0.0:
             problems.append(
                 f"half '{label}': <new - old, -grad> = {inner:.4g}, must be > 0 "
@@ -186,9 +187,9 @@ def assert_sgd_update(
     of the leaf's largest gradient entry, not of each (possibly cancelled) entry.
     """
     problems = []
-    triples, summary = _summarise(old, new, grads, lr=lr, ulps=ulps)
+    triples, summary = _summarise(old, new, grads, "sgd", lr=lr, ulps=ulps)
     for k, (label, path, ol, nl, gl) in enumerate(triples):
-        if not summary.sgd_excess[k] > 0:  # the device found no element off
+        if not summary["sgd_excess"][k] > 0:  # the device found no element off
             continue
         # The flagged leaf on the host: which element, by how much.
         ol_, nl_, gl_ = (np.asarray(a) for a in (ol, nl, gl))
