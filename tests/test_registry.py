@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
 import hybridcheck as hc
 from hybridcheck import invariants, registry
 from hybridcheck.cases.seed import SEED_CASE
@@ -13,14 +15,15 @@ from hybridcheck.report import HELD
 README = pathlib.Path(__file__).parents[1] / "README.md"
 
 
-def readme_invariant_table() -> dict[str, str]:
+def readme_invariant_table() -> dict[str, tuple[str, str]]:
+    """``{name: (catches, cost)}`` from the README's table."""
     text = README.read_text()
     section = text.split("## The invariants", 1)[1].split("\n\n", 2)[1]
     rows = {}
     for line in section.splitlines():
-        match = re.match(r"^\| `(\w+)` \| (.*) \|$", line)
+        match = re.match(r"^\| `(\w+)` \| (.*) \| (.*?) \|$", line)
         if match:
-            rows[match.group(1)] = match.group(2)
+            rows[match.group(1)] = (match.group(2), match.group(3))
     return rows
 
 
@@ -28,7 +31,29 @@ def test_readme_table_lists_exactly_the_registry():
     table = readme_invariant_table()
     assert list(table) == list(registry.REGISTRY)
     for name, inv in registry.REGISTRY.items():
-        assert table[name] == inv.catches, name
+        assert table[name] == (inv.catches, registry.cost_text(inv)), name
+
+
+def test_readme_describes_every_cost_unit():
+    text = README.read_text()
+    for unit, meaning in registry.COSTS.items():
+        assert f"`{unit}`: {meaning}" in text, unit
+
+
+def test_expensive_invariants_are_sampled_and_cheap_ones_are_not():
+    for inv in registry.REGISTRY.values():
+        assert inv.sampled == bool(registry.EXPENSIVE & set(inv.cost)), inv.name
+    assert registry.REGISTRY["grads_match_finite_differences"].sampled
+    assert not registry.REGISTRY["sgd_update"].sampled
+    # a verdict taken across examples asks for enough of them
+    assert registry.REGISTRY["loss_matches_before"].convincing > 1
+
+
+def test_invariant_cost_is_validated():
+    with pytest.raises(ValueError, match="cost names unknown units"):
+        registry.Invariant("x", "y", lambda s, e: None, cost=("gpu-hours",))
+    with pytest.raises(ValueError, match="convincing must be an int >= 1"):
+        registry.Invariant("x", "y", lambda s, e: None, convincing=0)
 
 
 def test_every_registered_invariant_has_its_assertion():

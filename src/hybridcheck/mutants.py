@@ -248,6 +248,43 @@ def _fixed_dropout_key() -> Any:
     )
 
 
+@jax.custom_vjp
+def _scaled_identity(x: Any) -> Any:
+    return x
+
+
+# BUG: the backward pass of an identity returns half the cotangent (a custom VJP
+# written for another normalisation).
+_scaled_identity.defvjp(lambda x: (x, None), lambda _, ct: (0.5 * ct,))
+
+
+def _wrong_custom_vjp() -> Any:
+    import dataclasses
+
+    from flax import linen as nn
+
+    from hybridcheck.case import sgd_step
+    from hybridcheck.cases.seed import SEED_CASE
+
+    def batch_loss(params: Any, batch: Any) -> Any:
+        x, y = (jnp.asarray(a) for a in batch)
+        p = params.nnx
+        # The NNX half's output passes through the broken custom VJP, so the
+        # gradient of that half is half the true one.
+        hidden = jax.nn.relu(_scaled_identity(x @ p["kernel"] + p["bias"]))
+        width = params.linen["params"]["kernel"].shape[-1]
+        out: Any = nn.Dense(features=width).apply(params.linen, hidden)
+        return jnp.mean((out - y) ** 2)
+
+    return dataclasses.replace(
+        SEED_CASE,
+        name="mutant-wrong_custom_vjp",
+        loss=batch_loss,
+        step=sgd_step(batch_loss),
+        extra_checks={},
+    )
+
+
 CASE_MUTANTS: tuple[CaseMutant, ...] = (
     CaseMutant(
         "stale_stats",
@@ -260,5 +297,11 @@ CASE_MUTANTS: tuple[CaseMutant, ...] = (
         _fixed_dropout_key,
         "randomness_is_used",
         "Dropout fed a constant key: the same mask on every step",
+    ),
+    CaseMutant(
+        "wrong_custom_vjp",
+        _wrong_custom_vjp,
+        "grads_match_finite_differences",
+        "a custom_vjp between the halves whose backward pass scales the cotangent",
     ),
 )

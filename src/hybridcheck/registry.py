@@ -50,7 +50,14 @@ from hybridcheck.checks_training import (
 from hybridcheck.invariants import migration as mig
 from hybridcheck.subject import TRAJECTORY_STEPS
 
-__all__ = ["COSTS", "EXPENSIVE", "Invariant", "REGISTRY", "static_not_applicable"]
+__all__ = [
+    "COSTS",
+    "EXPENSIVE",
+    "Invariant",
+    "REGISTRY",
+    "cost_text",
+    "static_not_applicable",
+]
 
 
 COSTS: dict[str, str] = {
@@ -212,8 +219,8 @@ _INVARIANTS = [
     ),
     Invariant(
         "grads_match_finite_differences",
-        "wrong custom VJPs, partial stop_gradient (float64, "
-        "`jax.test_util.check_grads`)",
+        "wrong custom VJPs, partial stop_gradient (float64 reverse-mode directional "
+        "derivatives along fixed ±1 directions vs central differences, per half)",
         check_grads_match_finite_differences,
         cost=("float64",),
     ),
@@ -321,6 +328,15 @@ _INVARIANTS = [
 
 REGISTRY: dict[str, Invariant] = {inv.name: inv for inv in _INVARIANTS}
 """Every built-in invariant by name, in report order."""
+
+
+def cost_text(inv: Invariant) -> str:
+    """The README's cost cell: the units it spends per example, and its sample."""
+    text = ", ".join(f"`{unit}`" for unit in inv.cost)
+    if inv.sampled:
+        at_least = f", >= {inv.convincing} examples" if inv.convincing > 1 else ""
+        text += f" (sampled{at_least})"
+    return text
 
 
 def static_not_applicable(inv: Invariant, subject: Any) -> str | None:

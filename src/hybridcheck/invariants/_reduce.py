@@ -51,7 +51,9 @@ def _descent(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> dict[str, Any]:
     f64 = jnp.float64
     return {
         "changed": jnp.any(o != n),
-        "inner": jnp.sum(((n - o) * -g).astype(f64)),  # <new - old, -g>
+        # <new - old, -g> in float64 from the start: float32 products of tiny
+        # updates and gradients underflow to zero.
+        "inner": jnp.sum((n.astype(f64) - o.astype(f64)) * -g.astype(f64)),
         "grad_sq": jnp.sum(jnp.square(g.astype(f64))),  # ||g||^2
     }
 
