@@ -1,0 +1,44 @@
+"""Under the PR gate's profile (ci: expensive invariants on a sample) every library
+mutant of every kind is still rejected by the invariant that names its bug.
+
+The dev-profile versions of these checks live beside each kind of mutant
+(test_verify, test_checks_training, test_guide_cases, test_migration); this file is
+the cost model's proof that sampling loses no power. Slow (a ci search per mutant):
+`.ci/run` runs it with ``--run-slow``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import hybridcheck as hc
+from hybridcheck.cases import guide, migrations, mutant_cases
+from hybridcheck.mutants import CASE_MUTANTS, MUTANTS
+from hybridcheck.report import FAILED
+
+
+def _every_mutant() -> list[tuple[str, object, str]]:
+    step = [
+        (m.name, case, m.caught_by)
+        for m, case in zip(MUTANTS, mutant_cases(), strict=True)
+    ]
+    made = [
+        (m.name, m.make, m.caught_by)
+        for m in (*CASE_MUTANTS, *guide.mutants(), *migrations.mutants())
+    ]
+    return step + made
+
+
+EVERY = _every_mutant()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "case", "caught_by"), EVERY, ids=[m[0] for m in EVERY]
+)
+def test_mutant_is_rejected_under_ci(name: str, case: object, caught_by: str) -> None:
+    built = case() if callable(case) else case
+    report = hc.verify(built, profile="ci", invariants=[caught_by], shrink_seconds=0)
+    (result,) = report.cases[0].results
+    assert result.status == FAILED, f"{name}:\n{report.table()}"
+    assert result.message.startswith(f"[hybridcheck] {caught_by}:"), result.message
