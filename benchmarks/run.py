@@ -176,6 +176,36 @@ def bench_suite(profiles: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def invariant_costs(suite: list[dict[str, Any]]) -> list[str]:
+    """Per invariant over the dev suite: the cases it gave a verdict on, its
+    examples, its seconds in all and per example, beside its declared cost units.
+
+    An example's shared runs (jitted step, gradient, eager step) count against the
+    first invariant that needs them (inputs_unchanged for the eager step)."""
+    from hybridcheck.registry import REGISTRY, cost_text
+
+    totals: dict[str, list[float]] = {}
+    for r in suite:
+        if r["profile"] == "dev" and r.get("status") in ("held", "failed"):
+            t = totals.setdefault(r["invariant"], [0, 0, 0.0])
+            t[0], t[1], t[2] = t[0] + 1, t[1] + r["examples"], t[2] + r["seconds"]
+    lines = [
+        "| invariant (dev, all cases) | cost units | cases | examples | s "
+        "| ms/example |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (cases, examples, seconds) in sorted(
+        totals.items(), key=lambda t: -t[1][2]
+    ):
+        units = cost_text(REGISTRY[name]) if name in REGISTRY else "(extra check)"
+        per = 1e3 * seconds / examples if examples else 0.0
+        lines.append(
+            f"| `{name}` | {units} | {cases:.0f} | {examples:.0f} | {seconds:.1f} | "
+            f"{per:.0f} |"
+        )
+    return lines
+
+
 def bench_properties(profiles: list[str]) -> list[dict[str, Any]]:
     """tests/test_properties.py under each Hypothesis profile, in one process:
     seconds and examples per second per property (from pytest's JUnit report)."""
@@ -299,6 +329,7 @@ def markdown(out: dict[str, Any]) -> str:
             )
             + ".",
         ]
+        lines += ["", *invariant_costs(suite)]
     props = out.get("properties", [])
     for profile in dict.fromkeys(r["profile"] for r in props):
         rows = [r for r in props if r["profile"] == profile and "seconds" in r]
