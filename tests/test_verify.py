@@ -240,3 +240,21 @@ def test_expensive_invariants_run_on_a_sample_and_say_so():
     assert sampled.examples + sampled.skipped_examples <= sample + 12  # + buckets
     assert sampled.not_sampled > 0
     assert "sampled:" in sampled.examples_text()
+
+
+def test_a_sample_counts_verdicts_and_stops_trying_where_nothing_applies():
+    from hybridcheck import _search
+
+    tally = _search.Tally()
+    assert tally.wants("bucket-a", 2)  # the first example of a bucket, always
+    tally.na_reasons.append("n/a")
+    # n/a examples are no evidence: it keeps trying for 2 verdicts ...
+    assert tally.wants("bucket-a", 2)
+    tally.examples += 1
+    tally.na_reasons += ["n/a"] * (_search.NA_FACTOR * 2 - 3)
+    assert tally.wants("bucket-a", 2)
+    tally.na_reasons.append("n/a")
+    # ... but not forever
+    assert not tally.wants("bucket-a", 2)
+    assert tally.wants("bucket-b", 2)  # a new shape bucket is always seen
+    assert _search.Tally().wants("bucket-a", None)  # no sample: every example

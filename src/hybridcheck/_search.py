@@ -24,6 +24,9 @@ from hybridcheck.subject import Example, shape_key
 
 Check = Callable[[Any, Example], None]
 
+NA_FACTOR = 4
+"""A sampled invariant tries at most this many times its target of examples."""
+
 
 def failure_message(name: str, exc: BaseException) -> str:
     """The report's message for an invariant that raised ``exc``, saying whose code
@@ -86,11 +89,13 @@ class Tally:
         """Whether a sampled invariant runs on an example of shape ``bucket``: always
         on the first example of a bucket, then until it has held or failed on
         ``target`` examples (None: every example). Examples outside its
-        precondition do not count: a sample of n/a verdicts is no evidence."""
+        precondition do not count (a sample of n/a verdicts is no evidence), up to
+        ``NA_FACTOR * target`` tries: one that is n/a everywhere stops spending."""
         if bucket not in self.buckets:
             self.buckets.add(bucket)
             return True
-        return target is None or self.examples < target
+        tries = self.examples + len(self.na_reasons)
+        return target is None or (self.examples < target and tries < NA_FACTOR * target)
 
 
 def settings_for(examples: int, *, shrink: bool) -> settings:
