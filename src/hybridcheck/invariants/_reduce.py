@@ -12,6 +12,7 @@ a group computed once serves every invariant of the example that reads it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -91,9 +92,17 @@ def _program(group: str) -> Callable[..., Any]:
 
 
 _PROGRAMS = {group: _program(group) for group in GROUPS}
-_recent: list[Any] = []  # (group, leaves, lr, ulps, columns), newest last
-_RECENT = 8
-"""Summaries kept: the groups of an example's update and its trajectory's steps."""
+_recent: list[Any] = []  # (group, weak refs to the leaves, lr, ulps, columns)
+_RECENT = 4
+"""Summaries kept: an example's update (three groups) and its trajectory's next step.
+Held through weak references: a memo never keeps a model's arrays alive."""
+
+
+def _refs(leaves: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    try:
+        return tuple(weakref.ref(leaf) for leaf in leaves)
+    except TypeError:  # Python scalars: not memoized
+        return None
 
 
 def update_summary(
@@ -118,7 +127,7 @@ def update_summary(
         if (
             (seen_group, seen_lr, seen_ulps) == (group, lr, ulps)
             and len(seen) == len(leaves)
-            and all(a is b for a, b in zip(seen, leaves, strict=True))
+            and all(ref() is leaf for ref, leaf in zip(seen, leaves, strict=True))
         ):
             return columns  # type: ignore[no-any-return]
     if not old:
@@ -128,6 +137,8 @@ def update_summary(
         # gradient's dtype, as the step's own arithmetic does.
         out = _PROGRAMS[group](old, new, grads, float(lr), float(ulps))
         columns = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
-    _recent.append((group, leaves, lr, ulps, columns))
-    del _recent[:-_RECENT]
+    refs = _refs(leaves)
+    if refs is not None:
+        _recent.append((group, refs, lr, ulps, columns))
+        del _recent[:-_RECENT]
     return columns
