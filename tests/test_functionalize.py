@@ -24,6 +24,7 @@ from flax import linen as nn
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import hybridcheck as hc
 from hybridcheck import compat
 from hybridcheck._halves import NON_TRAINABLE
 from hybridcheck.case import HybridCase
@@ -372,11 +373,17 @@ def test_override_patterns_split_a_plain_nnx_model() -> None:
     assert set(globbed.init(jax.random.PRNGKey(0))) == {"a", "b", "nnx", "opt"}
 
 
-def test_fewer_than_two_halves_is_a_clear_error() -> None:
+def test_one_trainable_half_is_a_migration_side_not_a_hybrid_case() -> None:
+    case = _two_nnx()  # a plain NNX model: one trainable half (and its optimizer)
+    params = case.init(jax.random.PRNGKey(0))
+    assert case.subject(params, min_halves=1).halves == ("nnx", "opt")
     with pytest.raises(
         ValueError, match=r"\[two-nnx\] found 1 trainable half \['nnx'\]"
     ):
-        _two_nnx()
+        case.subject(params)
+    report = hc.verify(case, profile="dev", invariants=["all_finite"])
+    assert not report.ok
+    assert "found 1 trainable half" in report.table()
 
 
 @pytest.mark.parametrize(

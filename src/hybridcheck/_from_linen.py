@@ -13,7 +13,7 @@ import jax
 from flax import core as flax_core
 from flax import linen as nn
 
-from hybridcheck import _graph, compat
+from hybridcheck import _graph, _model_specs, compat
 from hybridcheck._functional import Functional, Patterns, loss_value
 from hybridcheck._halves import OPT, STATE
 from hybridcheck._opt_half import LR0, LR1, PlainTree, model_part, plain_opt_state
@@ -130,16 +130,19 @@ def from_linen(
         )
     extra_fields = {f.name for f in dataclasses.fields(train_state)} - {"params"}
 
-    def variables_for(key: jax.Array) -> dict[str, Any]:
+    def boxed_for(key: jax.Array) -> Any:
         k_params, k_dropout = jax.random.split(key)
         keys = {"params": k_params, "dropout": k_dropout}
-        init = call(
+        return call(
             name, "module.init", lambda: module.init(keys, *init_args, **kwargs)
         )
-        return _graph.linen_variables(init)
+
+    def variables_for(key: jax.Array) -> dict[str, Any]:
+        return _graph.linen_variables(boxed_for(key))
 
     with _graph.spot_to_linen() as wrappers:
-        template = variables_for(jax.random.PRNGKey(0))
+        boxed = boxed_for(jax.random.PRNGKey(0))
+    template = _graph.linen_variables(boxed)
     layout = _graph.linen_layout(name, template, wrappers, halves)
     state_collections = {
         c
@@ -225,6 +228,9 @@ def from_linen(
         new_vars = {**variables, **flax_core.unfreeze(dict(found))}
         return {STATE: layout.halves(new_vars, after="the user's loss_fn")[STATE]}
 
-    auto = {"state_fn": state_fn if STATE in layout.labels else None}
+    auto = {
+        "state_fn": state_fn if STATE in layout.labels else None,
+        "partition_specs": _model_specs.linen_specs(layout, boxed),
+    }
     made = Functional(layout, opt, init, loss, step, auto)
     return made.case("Linen", name, tx, sgd, batches, lr, description, options)

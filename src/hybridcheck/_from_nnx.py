@@ -10,7 +10,7 @@ from typing import Any
 
 import jax
 
-from hybridcheck import _graph, compat
+from hybridcheck import _graph, _model_specs, compat
 from hybridcheck._functional import Functional, Patterns, loss_value
 from hybridcheck._halves import OPT, RNG
 from hybridcheck._opt_half import LR0, LR1, PlainTree, model_part, plain_opt_state
@@ -152,6 +152,7 @@ def from_nnx(
         "state_fn": state_fn if layout.non_trainable else None,
         "reseed": reseed if has_rng and stochastic else None,
         "rng_halves": (RNG,) if has_rng else None,
+        "partition_specs": _model_specs.nnx_specs(layout, template),
     }
     made = Functional(layout, opt, init, loss, step, auto)
     return made.case("NNX", name, tx, sgd, batches, lr, description, options)

@@ -18,7 +18,7 @@ from hybridcheck.case import HybridCase
 
 Patterns = Mapping[str, str | Sequence[str]]
 
-_AUTO = ("state_fn", "reseed", "rng_halves")
+_AUTO = ("state_fn", "reseed", "rng_halves", "partition_specs")
 
 
 def _is_sgd(tx: Any) -> bool:

@@ -48,12 +48,6 @@ def _longest_prefix(path: tuple[Any, ...], prefixes: list[tuple[Any, ...]]) -> A
     return next((p for p in prefixes if path[: len(p)] == p), None)
 
 
-def _wrappers(kind: str, paths: list[tuple[Any, ...]]) -> str:
-    if not paths:
-        return f"no {kind} submodule"
-    return f"{kind} at {sorted(path_str(p) or '<root>' for p in paths)}"
-
-
 def nnx_layout(case: str, model: Any, halves: Any) -> Layout:
     """The :class:`Layout` of an nnx Module's whole state."""
     state = nnx.split(model)[1]
@@ -97,8 +91,7 @@ def nnx_layout(case: str, model: Any, halves: Any) -> Layout:
     leaves, treedef = jax.tree.flatten(state)
     if len(leaves) != len(entries):  # pragma: no cover - a hybridcheck bug
         raise RuntimeError(f"[{case}] could not line up the model's state leaves")
-    where = f"the model_fn's model ({_wrappers('bridge.ToNNX', found)})"
-    return plan(case, treedef, entries, halves, found=where, leaf_paths=_var_paths)
+    return plan(case, treedef, entries, halves, leaf_paths=_var_paths)
 
 
 def _var_paths(state: Any) -> set[str]:
@@ -181,5 +174,4 @@ def linen_layout(
             label = f"nnx:{path_str(prefix)}" if prefix else "nnx"
             auto = (label, (collection, *rest[len(prefix) :]))
         entries.append(Entry(path, value, trainable, *auto))
-    where = f"the Linen module ({_wrappers('bridge.ToLinen', ordered)})"
-    return plan(case, treedef, entries, halves, found=where)
+    return plan(case, treedef, entries, halves)

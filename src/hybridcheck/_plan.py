@@ -59,7 +59,6 @@ def plan(
     entries: Sequence[Entry],
     overrides: Mapping[str, str | Sequence[str]] | None,
     *,
-    found: str,
     leaf_paths: Callable[[Any], set[str]] | None = None,
 ) -> Layout:
     """The :class:`Layout` for ``entries`` (in ``treedef``'s leaf order).
@@ -70,13 +69,13 @@ def plan(
       entries: one :class:`Entry` per leaf.
       overrides: ``{label: pattern or patterns}`` over '/'-joined leaf paths
         (``fnmatch``; ``"encoder"`` also matches everything under ``encoder/``).
-      found: a phrase describing the model, for the "fewer than two halves" error.
       leaf_paths: the '/'-joined paths of another tree's leaves, as ``entries``
         name them (default: JAX key paths), for the "structure changed" error.
 
     Raises:
       ValueError: a non-floating parameter, a pattern that matches no parameter,
-        the label "state" in overrides, or fewer than two trainable halves.
+        or the label "state" in overrides. One trainable half is a valid plan (a
+        side of a migration); ``HybridCase.subject`` asks for two when verified alone.
     """
     patterns = {
         label: (pats,) if isinstance(pats, str) else tuple(pats)
@@ -124,14 +123,6 @@ def plan(
     ordered = tuple(
         sorted((x for x in labels if x not in NON_TRAINABLE), key=labels.index)
     )
-    # A one-half model (a migration case) is allowed later: drop this check then.
-    if len(ordered) < 2:
-        raise ValueError(
-            f"[{case}] found {len(ordered)} trainable half {list(ordered)} in {found}; "
-            "a hybrid case needs two: put a Linen module in bridge.ToNNX (or an NNX "
-            "module in bridge.to_linen), or split by path with "
-            "halves={'encoder': 'encoder/*', ...}"
-        )
     return Layout(
         case=case,
         treedef=treedef,

@@ -87,6 +87,12 @@ class HybridCase:
         enables ``update_matches_tx``.
       param_seeds: how many distinct ``init`` keys to draw from (inits are cached).
       description: one line for ``--list``.
+      partition_specs: ``partition_specs(params) -> pytree`` with the structure of
+        ``params``, each leaf the partitioning the model declares for it (a
+        ``PartitionSpec``, a tuple of axis names, or ``None``: replicated).
+        ``from_linen``/``from_nnx`` set it from ``nn.with_partitioning`` boxes /
+        ``nnx.with_partitioning`` metadata (``None`` when the model declares
+        none); a ``MigrationCase`` side without explicit specs uses it.
 
     Example:
       >>> case = HybridCase(
@@ -113,6 +119,7 @@ class HybridCase:
     reseed: Callable[[Any, Any, Any], Any] | None = None
     rng_halves: tuple[str, ...] = ()
     tx: Callable[[Any], Any] | None = None
+    partition_specs: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -142,7 +149,7 @@ class HybridCase:
                 f"{self.non_trainable} but no step: the library cannot know how "
                 "your state is updated; pass step=your_train_step"
             )
-        for field in ("state_fn", "reseed", "tx"):
+        for field in ("state_fn", "reseed", "tx", "partition_specs"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise TypeError(
@@ -164,8 +171,9 @@ class HybridCase:
 
         Raises:
           TypeError: ``params`` is not one pytree per half.
-          ValueError: fewer than two halves, ``halves`` does not match ``params``,
-            or ``non_trainable`` names a half that is not there.
+          ValueError: fewer than ``min_halves`` (trainable) halves, ``halves`` does
+            not match ``params``, or ``non_trainable`` names a half that is not
+            there.
         """
         labels = tuple(
             split_halves(
@@ -182,6 +190,15 @@ class HybridCase:
                     f"HybridCase({self.name!r}).{field} names {sorted(unknown)}, "
                     f"not among its halves {labels}"
                 )
+        trainable = [label for label in labels if label not in self.non_trainable]
+        if len(trainable) < min_halves:
+            raise ValueError(
+                f"[{self.name}] found {len(trainable)} trainable half {trainable}; a "
+                "hybrid case needs two: put a Linen module in bridge.ToNNX (or an NNX "
+                "module in bridge.to_linen), or split a model by path with "
+                "halves={'encoder': 'encoder/*', ...}. (A single half is fine as the "
+                "before or after side of a MigrationCase.)"
+            )
         return labels
 
     def subject(self, example_params: Any, *, min_halves: int = 2) -> Subject:

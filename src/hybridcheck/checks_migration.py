@@ -254,9 +254,10 @@ def check_sharding_matches_before(ms: MigrationSubject, e: Example) -> None:
         raise invariants.InvariantNotApplicable(reason)
     if not _partitioning.mesh_axes(ms.before_specs, ms.after_specs):
         raise invariants.InvariantNotApplicable(
-            "neither side declares any partitioning: set MigrationCase.before_specs "
-            "/ after_specs (compat.linen_partition_specs, compat.nnx_partition_specs "
-            "read them from nn.with_partitioning / nnx.with_partitioning)"
+            f"neither side declares any partitioning ({ms.specs_source}): "
+            "from_linen / from_nnx cases read nn.with_partitioning / "
+            "nnx.with_partitioning from the model; for other cases set "
+            "MigrationCase.before_specs / after_specs"
         )
     with compat.enable_x64():
         p64, b64, lr = to64(e.params), to64(e.batch), jnp.float64(e.lr)
@@ -270,7 +271,10 @@ def check_sharding_matches_before(ms: MigrationSubject, e: Example) -> None:
             ms.placement_memo[key] = _partitioning.placements(
                 ms.convert, p64, before_specs, after_specs
             )
-        assert_sharding_matches_before(ms.placement_memo[key])
+        try:
+            assert_sharding_matches_before(ms.placement_memo[key])
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n  Specs: {ms.specs_source}.") from None
         axes = _partitioning.mesh_axes(after_specs)
         if not axes:  # nothing is partitioned after (and nothing was misplaced)
             return

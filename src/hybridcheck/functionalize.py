@@ -30,10 +30,15 @@ The case also gets what the training-loop invariants need:
   ``nnx.Dropout`` or a Linen ``nn.Dropout`` under ``ToNNX`` with ``rate > 0``;
   override with ``stochastic=``). ``reseed`` replaces every RNG key of the ``rng``
   half with keys derived from the new key and keeps the counts. Where the dropout
-  key travels in the batch, pass ``reseed=`` yourself (a HybridCase field).
+  key travels in the batch, pass ``reseed=`` yourself (a HybridCase field);
+* ``partition_specs`` (``sharding_matches_before`` of a MigrationCase side): the
+  model's declared partitioning (Linen ``nn.with_partitioning`` /
+  ``nn.with_logical_partitioning`` boxes, NNX ``nnx.with_partitioning`` metadata)
+  laid out on the halves, ``None`` where a leaf declares none (``_model_specs``).
 
 Every automatic field can be overridden by passing it (``tx=``, ``state_fn=``,
-``reseed=``, ``rng_halves=`` ... as keyword options; ``None`` switches it off).
+``reseed=``, ``rng_halves=``, ``partition_specs=`` ... as keyword options; ``None``
+switches it off).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ class MigrationSubject:
     sgd: bool = True
     before_specs: _partitioning.Specs | None = None
     after_specs: _partitioning.Specs | None = None
+    specs_source: str = "before: none declared; after: none declared"
     placement_memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
     stochastic: tuple[Subject, Subject] | None = None
     pulled_grad: Callable[..., Any] = dataclasses.field(init=False)
@@ -76,6 +77,11 @@ class MigrationSubject:
         return jax.grad(loss_of)(b.trainable(params))
 
 
+def _leaf_paths(tree: Any) -> set[str]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path) for path, _ in flat}
+
+
 @dataclasses.dataclass(frozen=True)
 class MigrationCase:
     """A migration: the case before, the case after, and the checkpoint converter.
@@ -95,10 +101,13 @@ class MigrationCase:
         ``sharding_matches_before``: a pytree with the structure of that side's
         params whose leaves are a ``PartitionSpec``, a tuple of (mesh or logical)
         axis names, or ``None`` (replicated); or ``specs(params) -> that pytree``.
-        Read them from the models with ``compat.linen_partition_specs(variables)``
-        (``nn.with_partitioning`` boxes) and ``compat.nnx_partition_specs(module)``
-        (``nnx.with_partitioning`` metadata). A side left ``None`` while the other
-        declares specs counts as fully replicated.
+        Left ``None``, a side's specs are its case's ``partition_specs`` (of
+        ``<side>_eval`` if set, else ``<side>``): ``from_linen``/``from_nnx``
+        read them from the model (``nn.with_partitioning`` boxes,
+        ``nnx.with_partitioning`` metadata) and lay them out on its halves. For
+        other cases read them with ``compat.linen_partition_specs(variables)`` and
+        ``compat.nnx_partition_specs(module)``. Explicit specs win. A side that
+        declares none while the other does counts as fully replicated.
       before_eval, after_eval: the same two models with their stochastic layers
         off (Linen ``deterministic=True`` or no ``'dropout'`` rng; NNX
         ``model.eval()`` or ``nnx.Dropout(..., deterministic=True)``), on the same
@@ -184,6 +193,7 @@ class MigrationCase:
                 f"MigrationCase({self.name!r}).convert raised on the before model's "
                 f"params: {type(exc).__name__}: {exc}"
             ) from exc
+        self._check_layout(after_params)
         before = self.before.subject(before_params, min_halves=1)
         after = self.after.subject(after_params, min_halves=1)
         stochastic = None
@@ -192,7 +202,10 @@ class MigrationCase:
             before = self.before_eval.subject(before_params, min_halves=1)
             after = self.after_eval.subject(after_params, min_halves=1)
         rules = None if self.axis_rules is None else tuple(self.axis_rules)
-        where = f"MigrationCase({self.name!r})"
+        specs = {
+            side: self._side_specs(side, params, rules)
+            for side, params in (("before", before_params), ("after", after_params))
+        }
         return MigrationSubject(
             name=self.name,
             before=before,
@@ -202,13 +215,52 @@ class MigrationCase:
             steps=self.steps,
             sgd=before.sgd and after.sgd,
             stochastic=stochastic,
-            before_specs=_partitioning.resolve_specs(
-                self.before_specs, before_params, rules, f"{where}.before_specs"
-            ),
-            after_specs=_partitioning.resolve_specs(
-                self.after_specs, after_params, rules, f"{where}.after_specs"
-            ),
+            before_specs=specs["before"][0],
+            after_specs=specs["after"][0],
+            specs_source="; ".join(f"{side}: {s[1]}" for side, s in specs.items()),
         )
+
+    def _check_layout(self, converted: Any) -> None:
+        """``convert``'s output must be laid out as the after case's own params
+        (every half, the optimizer's included): a converter that misses a path
+        would otherwise surface as an obscure error inside the after step."""
+        want = _leaf_paths(self.after.init(jax.random.PRNGKey(0)))
+        got = _leaf_paths(converted)
+        if want == got:
+            return
+        missing, extra = sorted(want - got), sorted(got - want)
+        raise ValueError(
+            f"MigrationCase({self.name!r}).convert returned params laid out unlike "
+            f"the after case {self.after.name!r}'s: missing {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}, unexpected {extra[:6]}"
+            f"{' ...' if len(extra) > 6 else ''}. Convert every half of the before "
+            "params, the optimizer state ('opt') and other state halves included, "
+            "into the after case's layout (print jax.tree.map(jnp.shape, "
+            "after.init(key)) to see it)."
+        )
+
+    def _side_specs(
+        self, side: str, params: Any, rules: Any
+    ) -> tuple[_partitioning.Specs | None, str]:
+        """A side's resolved specs and where they come from: ``<side>_specs`` if
+        given, else the ``partition_specs`` of the case that runs the side."""
+        given = getattr(self, f"{side}_specs")
+        if given is not None:
+            where = f"MigrationCase({self.name!r}).{side}_specs"
+            source = f"MigrationCase.{side}_specs"
+        else:
+            cases = (getattr(self, f"{side}_eval"), getattr(self, side))
+            case = next(
+                (c for c in cases if c is not None and c.partition_specs is not None),
+                None,
+            )
+            if case is None:
+                return None, "none declared"
+            given = case.partition_specs
+            where = f"HybridCase({case.name!r}).partition_specs"
+            default = "HybridCase.partition_specs"
+            source = f"{getattr(given, 'source', default)} (case {case.name!r})"
+        return _partitioning.resolve_specs(given, params, rules, where), source
 
     def examples(self) -> st.SearchStrategy[Example]:
         """The before case's examples: its params, batches and learning rates."""
