@@ -150,9 +150,11 @@ class Report:
                     details.append(f"\n{c.case} / {r.invariant}: note: {r.message}")
         if self.interrupted:
             details.append(f"\nINTERRUPTED: {self.interrupted} (partial report)")
+        errors = sum(1 for c in self.cases if c.error)
+        could_not_run = f", {errors} case(s) could not run" if errors else ""
         summary = (
             f"\n{sum(len(c.results) for c in self.cases)} checks on {len(self.cases)} "
-            f"case(s): {len(self.failures())} failed. "
+            f"case(s): {len(self.failures())} failed{could_not_run}. "
             f"jax {self.versions['jax']}, flax {self.versions['flax']}, "
             f"profile {self.profile}."
         )
