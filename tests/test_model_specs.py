@@ -23,6 +23,10 @@ HIDDEN = 8
 RULES = (("mlp", "model"), ("embed", None))
 LECUN = nn.initializers.lecun_normal()
 
+# Real-model cases (from_linen / from_nnx) run on the Flax releases of the bridge era,
+# as tests/test_functionalize.py does (0.8.5 has no nnx.Optimizer module).
+pytestmark = pytest.mark.skipif(not compat.HAS_BRIDGE, reason="needs Flax 0.9+")
+
 
 class LinenMLP(nn.Module):
     @nn.compact
@@ -200,7 +204,6 @@ def test_unsupported_flax_is_not_applicable(monkeypatch):
     assert reason in (result.message or "")
 
 
-@pytest.mark.skipif(not compat.HAS_BRIDGE, reason="nnx.bridge is Flax 0.9+")
 def test_bridged_submodules_specs_land_in_their_halves():
     from flax.nnx import bridge
 
