@@ -105,6 +105,28 @@ def test_feature_support_reports_bridge():
         assert "0.9.0" in str(support["bridge"])
 
 
+def test_real_model_cases_say_which_flax_they_need(monkeypatch):
+    support = compat.feature_support()
+    assert (support["real_models"] is None) == compat.HAS_BRIDGE
+    reason = "hc.from_nnx / hc.from_linen need Flax 0.9.0 or newer (test)"
+    monkeypatch.setattr(
+        compat, "feature_support", lambda: {**support, "real_models": reason}
+    )
+    import optax
+
+    import hybridcheck as hc
+
+    with pytest.raises(RuntimeError, match=r"\[old\] hc.from_nnx / hc.from_linen"):
+        hc.from_nnx(
+            "old",
+            model_fn=lambda rngs: None,
+            loss_fn=lambda m, b: 0.0,
+            train_step=lambda m, o, b: None,
+            tx=optax.sgd,
+            batches=lambda key: None,
+        )
+
+
 @pytest.mark.skipif(not compat.HAS_BRIDGE, reason="flax.nnx.bridge needs Flax 0.9.0+")
 def test_bridge_lazy_init_creates_the_wrapped_params():
     from flax import linen as nn

@@ -36,6 +36,17 @@ def call(case: str, where: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def check_common(name: Any, halves: Any, tx: Any, **fns: Any) -> None:
+    """What ``from_nnx`` and ``from_linen`` check before touching the model.
+
+    Raises:
+      RuntimeError: the installed Flax predates what real-model cases need.
+      TypeError, ValueError: an argument of the wrong kind.
+    """
+    from hybridcheck import compat
+
+    unsupported = compat.feature_support()["real_models"]
+    if unsupported:
+        raise RuntimeError(f"[{name}] {unsupported}")
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {type(name).__name__}")
     for arg, fn in fns.items():

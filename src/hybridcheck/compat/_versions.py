@@ -55,6 +55,15 @@ def feature_support() -> dict[str, str | None]:
         "bridge": None
         if HAS_BRIDGE
         else f"flax.nnx.bridge first appears in Flax 0.9.0 (found {flax.__version__})",
+        # from_nnx / from_linen build nnx.Optimizer (flax.nnx.training) and read the
+        # bridge wrappers: both arrive with Flax 0.9.0.
+        "real_models": None
+        if HAS_BRIDGE
+        else (
+            "hc.from_nnx / hc.from_linen need Flax 0.9.0 or newer (nnx.Optimizer, "
+            f"nnx.bridge; found {flax.__version__}): describe the model as a "
+            "hc.HybridCase (the functional form) on this release"
+        ),
     }
 
 
