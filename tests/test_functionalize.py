@@ -253,7 +253,10 @@ def test_step_runs_jitted_and_eager_with_the_same_structure(name: str) -> None:
     for old, a, b in zip(*map(jax.tree.leaves, (params, jitted, eager)), strict=True):
         assert a.dtype == b.dtype == old.dtype
         assert a.shape == old.shape
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Judged as the verifier judges jit vs eager: some optimizer state is rounding
+    # noise (a momentum trace of a gradient BatchNorm cancels), so a fixed atol
+    # tighter than the library's would fail a correct step on other data.
+    hc.assert_jit_matches_eager(eager, jitted, old=params)
 
 
 @families
