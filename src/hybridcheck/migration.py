@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from hybridcheck import _partitioning
 from hybridcheck.case import HybridCase
+from hybridcheck.invariants._tree import leaves
 from hybridcheck.subject import Example, Subject, to64
 
 __all__ = ["MigrationCase", "MigrationSubject"]
@@ -78,8 +79,7 @@ class MigrationSubject:
 
 
 def _leaf_paths(tree: Any) -> set[str]:
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path) for path, _ in flat}
+    return {path for path, _ in leaves(tree)}
 
 
 @dataclasses.dataclass(frozen=True)
