@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from hybridcheck.profiles import PROFILES  # noqa: E402
+from hybridcheck.engine.profiles import PROFILES  # noqa: E402
 
 # Broadcasting a (N, k) array against (k,) must be explicit in our code, so a silent
 # rank promotion in a step shows up as an error here.

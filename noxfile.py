@@ -29,7 +29,7 @@ PYTHON = "3.11"
 # matrix` in the users' repositories. Loaded by path (it imports nothing), so listing
 # or parametrizing sessions needs no installed hybridcheck. jax, jaxlib and flax are
 # always pinned together (`pins`): no Flax wheel declares its JAX ceiling.
-_PAIRS = runpy.run_path(str(ROOT / "src" / "hybridcheck" / "pairs.py"))
+_PAIRS = runpy.run_path(str(ROOT / "src" / "hybridcheck" / "entrypoints" / "pairs.py"))
 NEWEST: tuple[str, str] = _PAIRS["NEWEST"]
 COMPAT_PAIRS: list[tuple[str, str]] = _PAIRS["COMPAT_PAIRS"]
 BROKEN_PAIRS: list[tuple[str, str]] = _PAIRS["BROKEN_PAIRS"]

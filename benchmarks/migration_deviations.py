@@ -20,10 +20,10 @@ from typing import Any
 
 import jax
 
-from hybridcheck import _search
 from hybridcheck.cases import migrations
+from hybridcheck.engine import search as _search
 from hybridcheck.invariants.migration import EXACT_RTOL
-from hybridcheck.registry import REGISTRY
+from hybridcheck.invariants.registry import REGISTRY
 
 COMPARISONS = (
     "loss_matches_before",

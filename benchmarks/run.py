@@ -33,7 +33,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import routes  # noqa: E402
 
 import hybridcheck as hc  # noqa: E402
-from hybridcheck.tracing import count_compiles  # noqa: E402
+from hybridcheck.describe.tracing import count_compiles  # noqa: E402
 
 
 def _block(tree: Any) -> None:
@@ -182,7 +182,7 @@ def invariant_costs(suite: list[dict[str, Any]]) -> list[str]:
 
     An example's shared runs (jitted step, gradient, eager step) count against the
     first invariant that needs them (inputs_unchanged for the eager step)."""
-    from hybridcheck.registry import REGISTRY, cost_text
+    from hybridcheck.invariants.registry import REGISTRY, cost_text
 
     totals: dict[str, list[float]] = {}
     for r in suite:

@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 
 import hybridcheck as hc
 from hybridcheck import compat
-from hybridcheck import strategies as hst
 from hybridcheck.compat import nnx
+from hybridcheck.describe import strategies as hst
 
 IN, OUT, BATCH = 64, 8, 32
 

@@ -1,4 +1,4 @@
-"""Test scaffolding: the seed model and step as a Subject (hybridcheck.subject)."""
+"""Test scaffolding: the seed model and step as a Subject (hybridcheck.describe.subject)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 
 from hybridcheck import seed as core
 from hybridcheck.cases.seed import seed_step
-from hybridcheck.strategies import SeedExample
-from hybridcheck.subject import Example, Subject
+from hybridcheck.describe.strategies import SeedExample
+from hybridcheck.describe.subject import Example, Subject
 
 __all__ = ["seed_subject", "seed_example_to_check"]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 
 import hybridcheck as hc
-from hybridcheck.subject import Example
+from hybridcheck.describe.subject import Example
 
 
 def make(**overrides):

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import strategies as st
 
 import hybridcheck as hc
-from hybridcheck import strategies as hst
-from hybridcheck.mutants import CASE_MUTANTS
-from hybridcheck.report import FAILED, HELD, NOT_APPLICABLE
+from hybridcheck.cases.mutants import CASE_MUTANTS
+from hybridcheck.describe import strategies as hst
+from hybridcheck.report.results import FAILED, HELD, NOT_APPLICABLE
 
 IN, OUT, RANK = 3, 2, 2
 

@@ -9,13 +9,13 @@ import textwrap
 
 import pytest
 
-from hybridcheck.cli import main
+from hybridcheck.entrypoints.cli import main
 
 USER_FILE = textwrap.dedent(
     """
     import dataclasses
     from hybridcheck.cases.seed import SEED_CASE
-    from hybridcheck.mutants import linen_not_updated
+    from hybridcheck.cases.mutants import linen_not_updated
 
     GOOD = dataclasses.replace(SEED_CASE, name="user-good", extra_checks={})
     BROKEN = dataclasses.replace(GOOD, name="user-broken", step=linen_not_updated)

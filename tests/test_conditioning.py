@@ -13,12 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybridcheck import _conditioning, registry
 from hybridcheck.cases import stateful
-from hybridcheck.invariants import InvariantNotApplicable, error_regex
-from hybridcheck.mutants import MUTANTS
-from hybridcheck.strategies import SeedExample
-from hybridcheck.subject import Example, Subject
+from hybridcheck.cases.mutants import MUTANTS
+from hybridcheck.describe.strategies import SeedExample
+from hybridcheck.describe.subject import Example, Subject
+from hybridcheck.invariants import (
+    InvariantNotApplicable,
+    _conditioning,
+    error_regex,
+    registry,
+)
 from tests.seed_subject import seed_example_to_check, seed_subject
 
 BN_SUBJECT = stateful.CASE.subject(stateful.init(jax.random.PRNGKey(0)))

@@ -26,8 +26,6 @@ from hypothesis.extra import numpy as hnp
 
 import hybridcheck as hc
 from hybridcheck import compat
-from hybridcheck._halves import NON_TRAINABLE
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.guide import linen_families, nnx_families
 from hybridcheck.cases.guide.common import IN as GUIDE_IN
 from hybridcheck.cases.guide.common import OUT as GUIDE_OUT
@@ -36,7 +34,9 @@ from hybridcheck.cases.guide.layers import LinenDot
 from hybridcheck.cases.guide.linen_families import BNState, linen_bn_train_step
 from hybridcheck.cases.guide.nnx_families import CounterModel, LoraModel
 from hybridcheck.compat import nnx
-from hybridcheck.functionalize import UserCodeError, from_linen, from_nnx
+from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.flaxmodels.functionalize import UserCodeError, from_linen, from_nnx
+from hybridcheck.flaxmodels.halves import NON_TRAINABLE
 
 pytestmark = pytest.mark.skipif(not compat.HAS_BRIDGE, reason="needs flax.nnx.bridge")
 IN, OUT = 4, 3  # this file's own models (the guide's take GUIDE_IN, GUIDE_OUT)

@@ -12,9 +12,9 @@ import pytest
 import hybridcheck as hc
 from hybridcheck import compat
 from hybridcheck.cases import guide
-from hybridcheck.mutants import CaseMutant
-from hybridcheck.registry import REGISTRY
-from hybridcheck.report import FAILED, HELD
+from hybridcheck.cases.mutants import CaseMutant
+from hybridcheck.invariants.registry import REGISTRY
+from hybridcheck.report.results import FAILED, HELD
 
 pytestmark = pytest.mark.skipif(not compat.HAS_BRIDGE, reason="needs flax.nnx.bridge")
 

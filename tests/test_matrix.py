@@ -20,12 +20,12 @@ import time
 import pytest
 
 import hybridcheck
-from hybridcheck import matrix, pairs
-from hybridcheck.cli import main
-from hybridcheck.matrix import MatrixError, Row
+from hybridcheck.entrypoints import matrix, pairs
+from hybridcheck.entrypoints.cli import main
+from hybridcheck.entrypoints.matrix import MatrixError, Row
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAIRS_FILE = ROOT / "src" / "hybridcheck" / "pairs.py"
+PAIRS_FILE = ROOT / "src" / "hybridcheck" / "entrypoints" / "pairs.py"
 
 
 # --- the one table ----------------------------------------------------------------

@@ -12,8 +12,8 @@ import hybridcheck as hc
 from hybridcheck.cases import migrations
 from hybridcheck.invariants import error_regex
 from hybridcheck.invariants import migration as mig
-from hybridcheck.registry import REGISTRY
-from hybridcheck.report import FAILED, HELD
+from hybridcheck.invariants.registry import REGISTRY
+from hybridcheck.report.results import FAILED, HELD
 
 MIGRATION_INVARIANTS = [n for n, inv in REGISTRY.items() if inv.kind == "migration"]
 

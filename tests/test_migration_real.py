@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import hybridcheck as hc
 from hybridcheck import compat
-from hybridcheck import strategies as hst
-from hybridcheck.report import FAILED, HELD
+from hybridcheck.describe import strategies as hst
+from hybridcheck.report.results import FAILED, HELD
 
 # Real-model cases (from_linen / from_nnx) run on the Flax releases of the bridge era,
 # as tests/test_functionalize.py does (0.8.5 has no nnx.Optimizer module).

@@ -11,12 +11,14 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import hybridcheck as hc
-from hybridcheck import _partitioning, compat, sharding
+from hybridcheck import compat
 from hybridcheck.cases import migrations
+from hybridcheck.describe import specs as _partitioning
 from hybridcheck.invariants import InvariantNotApplicable, error_regex
-from hybridcheck.invariants.partitioning import Placement
-from hybridcheck.registry import REGISTRY, static_not_applicable
-from hybridcheck.report import NOT_APPLICABLE
+from hybridcheck.invariants import _mesh as sharding
+from hybridcheck.invariants.migration.sharding import Placement, placements
+from hybridcheck.invariants.registry import REGISTRY, static_not_applicable
+from hybridcheck.report.results import NOT_APPLICABLE
 
 BEFORE = {"w": jnp.arange(8.0).reshape(2, 4), "b": jnp.ones(4)}
 SPECS = [("['b']", P("model")), ("['w']", P(None, "model"))]  # leaf order: b, w
@@ -24,7 +26,7 @@ SPECS = [("['b']", P("model")), ("['w']", P(None, "model"))]  # leaf order: b, w
 
 def trace(convert, after_specs, before_specs=SPECS):
     with compat.enable_x64():
-        return _partitioning.placements(convert, BEFORE, before_specs, after_specs)
+        return placements(convert, BEFORE, before_specs, after_specs)
 
 
 def misplaced(found):

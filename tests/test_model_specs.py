@@ -17,7 +17,7 @@ from hybridcheck import compat
 from hybridcheck.cases.migrations._shared import D, mse, vector_batches
 from hybridcheck.compat import nnx
 from hybridcheck.invariants import error_regex
-from hybridcheck.report import FAILED, HELD, NOT_APPLICABLE
+from hybridcheck.report.results import FAILED, HELD, NOT_APPLICABLE
 
 HIDDEN = 8
 RULES = (("mlp", "model"), ("embed", None))

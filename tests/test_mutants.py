@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridcheck import registry
-from hybridcheck.checks import (
+from hybridcheck.cases.mutants import MUTANTS
+from hybridcheck.describe.strategies import SeedExample
+from hybridcheck.describe.subject import Subject
+from hybridcheck.invariants import error_regex, registry
+from hybridcheck.invariants.gradients import (
     conclude_every_half_gets_gradient as conclude_gradient_reach,
 )
-from hybridcheck.invariants import error_regex
-from hybridcheck.mutants import MUTANTS
 from hybridcheck.seed import batch_loss
-from hybridcheck.strategies import SeedExample
-from hybridcheck.subject import Subject
 from tests.seed_subject import seed_example_to_check, seed_subject
 
 # A fixed, unremarkable example: every ReLU unit alive for some rows, gradient clearly

@@ -17,8 +17,8 @@ import pytest
 
 import hybridcheck as hc
 from hybridcheck.cases import guide, migrations, mutant_cases
-from hybridcheck.mutants import CASE_MUTANTS, MUTANTS
-from hybridcheck.report import FAILED
+from hybridcheck.cases.mutants import CASE_MUTANTS, MUTANTS
+from hybridcheck.report.results import FAILED
 
 
 def _every_mutant() -> list[tuple[str, Callable[[], Any], str]]:

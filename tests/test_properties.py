@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given
 
-from hybridcheck import registry, strategies
-from hybridcheck.checks import (
+from hybridcheck.describe import strategies
+from hybridcheck.invariants import InvariantNotApplicable, registry
+from hybridcheck.invariants.gradients import (
     conclude_every_half_gets_gradient as conclude_gradient_reach,
 )
-from hybridcheck.invariants import InvariantNotApplicable
 from tests.seed_subject import seed_example_to_check, seed_subject
 
 # Built once per module: the Subject owns the jitted step and its trace counter, and

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 GATE = """
-from hybridcheck.pytest_plugin import invariant_tests
+from hybridcheck.entrypoints.pytest_plugin import invariant_tests
 from hybridcheck.cases.seed import SEED_CASE
 test_hybrid = invariant_tests(SEED_CASE, invariants=["update_is_descent", "sgd_update"])
 """
 
 BROKEN_GATE = """
 import dataclasses
-from hybridcheck.pytest_plugin import invariant_tests
+from hybridcheck.entrypoints.pytest_plugin import invariant_tests
 from hybridcheck.cases.seed import SEED_CASE
-from hybridcheck.mutants import sign_error_linen
+from hybridcheck.cases.mutants import sign_error_linen
 CASE = dataclasses.replace(SEED_CASE, name="mine", step=sign_error_linen)
 test_hybrid = invariant_tests(CASE, invariants=["update_is_descent", "all_finite"])
 """
@@ -39,11 +39,11 @@ def test_gate_fails_loudly_naming_the_invariant(pytester):
 SHARED_GATE = """
 import sys
 
-from hybridcheck.pytest_plugin import invariant_tests
+from hybridcheck.entrypoints.pytest_plugin import invariant_tests
 from hybridcheck.cases.seed import SEED_CASE
 
 CALLS = []
-VERIFY_MODULE = sys.modules["hybridcheck.verify"]  # the package exports the function
+VERIFY_MODULE = sys.modules["hybridcheck.engine.verify"]  # the package exports the function
 _real_verify = VERIFY_MODULE.verify
 
 

@@ -8,9 +8,10 @@ import re
 import pytest
 
 import hybridcheck as hc
-from hybridcheck import invariants, registry
+from hybridcheck import invariants
 from hybridcheck.cases.seed import SEED_CASE
-from hybridcheck.report import HELD
+from hybridcheck.invariants import registry
+from hybridcheck.report.results import HELD
 
 README = pathlib.Path(__file__).parents[1] / "README.md"
 
@@ -75,7 +76,7 @@ def test_a_step_returning_another_structure_is_reported_as_that():
     import dataclasses
 
     from hybridcheck.cases.seed import seed_step
-    from hybridcheck.report import FAILED
+    from hybridcheck.report.results import FAILED
 
     def rewrapped(params, batch, lr):  # the Linen half wrapped in 'params' twice
         new = seed_step(params, batch, lr)

@@ -6,7 +6,7 @@ import json
 
 import junitparser
 
-from hybridcheck.report import (
+from hybridcheck.report.results import (
     FAILED,
     HELD,
     NOT_APPLICABLE,

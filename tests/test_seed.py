@@ -12,7 +12,7 @@ from flax import linen as nn
 import hybridcheck as hc
 from hybridcheck import seed as core
 from hybridcheck.compat import nnx
-from hybridcheck.tracing import count_compiles
+from hybridcheck.describe.tracing import count_compiles
 from tests.reference import reference_mixed_train_step
 
 # jit vs eager differ by about one float32 ulp on jax >= 0.5 (COMPAT-FACTS); the

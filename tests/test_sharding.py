@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hybridcheck.invariants import InvariantNotApplicable
-from hybridcheck.sharding import run_data_parallel
+from hybridcheck.invariants._mesh import run_data_parallel
 
 
 def mean_step(params, batch, lr):

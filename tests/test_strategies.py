@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis.errors import InvalidArgument
 
-from hybridcheck import strategies as hst
-from hybridcheck._validate import MAX_SEED, check_batch, check_lr, check_seed
+from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.validate import MAX_SEED, check_batch, check_lr, check_seed
 
 
 @given(example=hst.seed_examples())

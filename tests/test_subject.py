@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybridcheck.subject import Example, Subject
+from hybridcheck.describe.subject import Example, Subject
 
 
 def loss(params, batch):

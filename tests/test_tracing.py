@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from hybridcheck.tracing import TraceCounter, count_compiles
+from hybridcheck.describe.tracing import TraceCounter, count_compiles
 
 
 def test_trace_counter_counts_one_trace_per_shape():

@@ -9,11 +9,12 @@ import re
 import pytest
 
 import hybridcheck as hc
-from hybridcheck import compat, registry
+from hybridcheck import compat
 from hybridcheck.cases import builtin_cases, mutant_cases
+from hybridcheck.cases.mutants import MUTANTS
 from hybridcheck.cases.seed import SEED_CASE
-from hybridcheck.mutants import MUTANTS
-from hybridcheck.report import FAILED, HELD, NOT_APPLICABLE
+from hybridcheck.invariants import registry
+from hybridcheck.report.results import FAILED, HELD, NOT_APPLICABLE
 
 
 def test_seed_case_holds_every_invariant():
@@ -243,7 +244,7 @@ def test_expensive_invariants_run_on_a_sample_and_say_so():
 
 
 def test_a_sample_counts_verdicts_and_stops_trying_where_nothing_applies():
-    from hybridcheck import _search
+    from hybridcheck.engine import search as _search
 
     tally = _search.Tally()
     assert tally.wants("bucket-a", 2)  # the first example of a bucket, always

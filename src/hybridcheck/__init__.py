@@ -1,20 +1,24 @@
 """hybridcheck: property-based verification of hybrid Flax Linen + NNX training."""
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from hybridcheck import compat
 from hybridcheck import invariants
 from hybridcheck import seed
-from hybridcheck import strategies
-from hybridcheck.case import HybridCase
-from hybridcheck.case import sgd_step
-from hybridcheck.functionalize import UserCodeError
-from hybridcheck.functionalize import from_linen
-from hybridcheck.functionalize import from_nnx
-from hybridcheck.registry import REGISTRY
+from hybridcheck.describe import strategies
+from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.describe.hybrid_case import sgd_step
+from hybridcheck.flaxmodels.functionalize import UserCodeError
+from hybridcheck.flaxmodels.functionalize import from_linen
+from hybridcheck.flaxmodels.functionalize import from_nnx
+from hybridcheck.invariants.registry import REGISTRY
 from hybridcheck.invariants import InvariantNotApplicable
-from hybridcheck.migration import MigrationCase
+from hybridcheck.describe.migration_case import MigrationCase
 from hybridcheck.invariants import assert_all_finite
 from hybridcheck.invariants import assert_convert_covers_every_param
 from hybridcheck.invariants import assert_deterministic
@@ -39,17 +43,50 @@ from hybridcheck.invariants import assert_trajectory_matches_before
 from hybridcheck.invariants import assert_update_changes_exactly_graded_leaves
 from hybridcheck.invariants import assert_update_is_descent
 from hybridcheck.invariants import assert_update_matches_tx
-from hybridcheck.profiles import PROFILES
-from hybridcheck.report import CaseReport
-from hybridcheck.report import InvariantResult
-from hybridcheck.report import Report
+from hybridcheck.engine.profiles import PROFILES
+from hybridcheck.report.results import CaseReport
+from hybridcheck.report.results import InvariantResult
+from hybridcheck.report.results import Report
 from hybridcheck.seed import HybridParams
 from hybridcheck.seed import init_params
 from hybridcheck.seed import mixed_train_step
 from hybridcheck.seed import train_step
-from hybridcheck.tracing import TraceCounter
-from hybridcheck.tracing import count_compiles
-from hybridcheck.verify import verify
+from hybridcheck.describe.tracing import TraceCounter
+from hybridcheck.describe.tracing import count_compiles
+from hybridcheck.engine.verify import verify
+
+# Module paths the README documented before the package took its layered layout
+# (see "How it is built"): users' noxfiles, conftests and imports keep working. Each
+# resolves to the one module object that now holds the code (never a second copy).
+_MOVED = {
+    "hybridcheck.cli": "hybridcheck.entrypoints.cli",
+    "hybridcheck.matrix": "hybridcheck.entrypoints.matrix",
+    "hybridcheck.pairs": "hybridcheck.entrypoints.pairs",
+    "hybridcheck.pytest_plugin": "hybridcheck.entrypoints.pytest_plugin",
+    "hybridcheck.profiles": "hybridcheck.engine.profiles",
+    "hybridcheck.registry": "hybridcheck.invariants.registry",
+    "hybridcheck.strategies": "hybridcheck.describe.strategies",
+    "hybridcheck.mutants": "hybridcheck.cases.mutants",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``hybridcheck.<old path>`` as the module now at its new path."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(_MOVED[spec.name])
+
+    def exec_module(self, module: Any) -> None:
+        pass  # already executed under its new name
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 try:
     __version__ = version("hybridcheck")
@@ -61,7 +98,7 @@ def __getattr__(name: str) -> Any:
     # ``invariant_tests`` lives in the pytest plugin, which imports pytest: loaded on
     # first use so that `import hybridcheck` (the CLI, a notebook) does not need it.
     if name == "invariant_tests":
-        from hybridcheck.pytest_plugin import invariant_tests
+        from hybridcheck.entrypoints.pytest_plugin import invariant_tests
 
         return invariant_tests
     raise AttributeError(f"module 'hybridcheck' has no attribute {name!r}")

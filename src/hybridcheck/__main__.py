@@ -2,6 +2,6 @@
 
 import sys
 
-from hybridcheck.cli import main
+from hybridcheck.entrypoints.cli import main
 
 sys.exit(main())

@@ -20,10 +20,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hybridcheck import _validate, compat
-from hybridcheck._typing import Array, ArrayLike, Params
-from hybridcheck._validate import MAX_SEED
+from hybridcheck import compat
 from hybridcheck.compat import nnx
+from hybridcheck.describe import validate as _validate
+from hybridcheck.describe._typing import Array, ArrayLike, Params
+from hybridcheck.describe.validate import MAX_SEED
 
 __all__ = [
     "HIDDEN",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybridcheck.case import HybridCase
+from hybridcheck.describe.hybrid_case import HybridCase
 
 __all__ = ["builtin_cases", "migration_cases", "mutant_cases"]
 
@@ -36,7 +36,7 @@ def mutant_cases() -> list[HybridCase]:
     import dataclasses
 
     from hybridcheck.cases import seed
-    from hybridcheck.mutants import MUTANTS
+    from hybridcheck.cases.mutants import MUTANTS
 
     return [
         dataclasses.replace(

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hybridcheck import compat
-from hybridcheck import strategies as hst
-from hybridcheck.case import HybridCase
 from hybridcheck.compat import nnx
+from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.hybrid_case import HybridCase
 
 IN, HIDDEN, CODE, CLASSES = 4, 16, 8, 3
 

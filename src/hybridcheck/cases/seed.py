@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from hybridcheck import compat
 from hybridcheck import seed as core
-from hybridcheck import strategies as hst
-from hybridcheck.case import HybridCase
 from hybridcheck.compat import nnx
+from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.invariants import InvariantNotApplicable, fail
 
 IN, OUT = 3, 2

@@ -17,9 +17,9 @@ from flax import linen as nn
 from hypothesis import strategies as st
 
 from hybridcheck import compat
-from hybridcheck import strategies as hst
-from hybridcheck.case import HybridCase
 from hybridcheck.compat import nnx
+from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.invariants import fail
 
 IN, WIDTH, RATE = 4, 8, 0.25

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 VOCAB, DIM, HEADS, SEQ = 11, 8, 2, 4
 

@@ -1,183 +1,24 @@
-"""Invariants about how a step executes: jit, devices, repeats, finiteness, traces."""
+"""How a step executes: repeatable, finite, leaves its inputs alone, traced once per shape."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from hybridcheck._typing import PyTree
-from hybridcheck.invariants._tree import fail, index_str, leaves
+from hybridcheck.describe._typing import PyTree
+from hybridcheck.describe.subject import Example, Subject
+from hybridcheck.describe.trees import (
+    fail,
+    leaves,
+)
+from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
-    "JIT_EAGER_TOL",
-    "SHARDED_TOL",
-    "step_order_problems",
-    "assert_jit_matches_eager",
-    "assert_sharded_matches_single_device",
     "assert_deterministic",
     "assert_all_finite",
     "assert_inputs_unchanged",
     "assert_retrace_budget",
 ]
-
-# Default tolerances of the two "same math, another order" comparisons. The checks
-# quarter them to decide whether an example is too ill-conditioned to compare at all.
-JIT_EAGER_TOL: dict[str, float] = {
-    # float32 results of two reduction orders: ~1e-7 relative; 1e-4 leaves headroom
-    # for accumulation over a few hundred terms.
-    "rtol": 1e-4,
-    # for entries near zero, where relative error is meaningless.
-    "atol": 1e-5,
-    # a leaf may differ by 5% of its largest update: normalising optimizers (Adam at
-    # step 1, g / (|g| + eps)) amplify rounding in gradient entries near eps.
-    "update_tol": 0.05,
-    # the loss after the step: 1% of the decrease (the observable a baked-in Python
-    # value changes) ...
-    "loss_rtol": 0.01,
-    # ... plus 1e-6 of the loss, for steps that barely move it.
-    "loss_atol": 1e-6,
-}
-SHARDED_TOL: dict[str, float] = {"rtol": 1e-4, "atol": 1e-5}
-"""As for jit vs eager: the batch mean is reduced across devices in another order."""
-
-
-def _close_problems(
-    expected: PyTree,
-    actual: PyTree,
-    names: tuple[str, str],
-    rtol: float,
-    atol: float | Sequence[float],
-) -> list[str]:
-    problems = []
-    e_leaves, a_leaves = leaves(expected), leaves(actual)
-    atols = [atol] * len(e_leaves) if isinstance(atol, float | int) else list(atol)
-    if len(e_leaves) != len(a_leaves):
-        problems.append(
-            f"{len(e_leaves)} {names[0]} leaves vs {len(a_leaves)} {names[1]} leaves"
-        )
-    for (path, e), (_, a), leaf_atol in zip(e_leaves, a_leaves, atols, strict=False):
-        e_, a_ = np.asarray(e, np.float64), np.asarray(a, np.float64)
-        if e_.shape != a_.shape:
-            problems.append(
-                f"{path}: {names[0]} shape {e_.shape} vs {names[1]} {a_.shape}"
-            )
-            continue
-        bad = ~np.isclose(a_, e_, rtol=rtol, atol=leaf_atol, equal_nan=True)
-        if np.any(bad):
-            i = tuple(np.argwhere(bad)[0])
-            problems.append(
-                f"{path}{index_str(i)}: {names[0]}={e_[i]:.8g}, "
-                f"{names[1]}={a_[i]:.8g} (rtol={rtol:g}, atol={leaf_atol:.3g})"
-            )
-    return problems
-
-
-def step_order_problems(
-    a: PyTree,
-    b: PyTree,
-    names: tuple[str, str],
-    *,
-    rtol: float,
-    atol: float,
-    old: PyTree = None,
-    update_tol: float = 0.0,
-    losses: tuple[float, float, float] | None = None,
-    loss_rtol: float = 0.0,
-    loss_atol: float = 0.0,
-) -> list[str]:
-    """What differs between two results of one step (see the jit/eager assertion)."""
-    atols: float | list[float] = atol
-    if old is not None:
-        atols = [
-            atol
-            + update_tol
-            * float(
-                np.max(
-                    np.abs(np.asarray(x, np.float64) - np.asarray(o, np.float64)),
-                    initial=0.0,
-                )
-            )
-            for o, x in zip(jax.tree.leaves(old), jax.tree.leaves(a), strict=False)
-        ]
-    problems = _close_problems(a, b, names, rtol, atols)
-    if losses is not None:
-        before, after_a, after_b = losses
-        allowed = loss_rtol * abs(before - after_a) + loss_atol * (1.0 + abs(before))
-        if not abs(after_a - after_b) <= allowed:
-            problems.append(
-                f"loss after the step: {names[0]}={after_a:.8g}, "
-                f"{names[1]}={after_b:.8g} (before={before:.8g}; "
-                f"allowed |diff| {allowed:.3g})"
-            )
-    return problems
-
-
-def assert_jit_matches_eager(
-    eager: PyTree,
-    jitted: PyTree,
-    *,
-    rtol: float = JIT_EAGER_TOL["rtol"],
-    atol: float = JIT_EAGER_TOL["atol"],
-    old: PyTree = None,
-    update_tol: float = JIT_EAGER_TOL["update_tol"],
-    losses: tuple[float, float, float] | None = None,
-    loss_rtol: float = JIT_EAGER_TOL["loss_rtol"],
-    loss_atol: float = JIT_EAGER_TOL["loss_atol"],
-) -> None:
-    """Eager and jitted results of a step agree.
-
-    Never bitwise: XLA fuses and reorders reductions (about 1 ulp apart on
-    JAX >= 0.5). Each leaf must agree to ``rtol``/``atol``; with ``old`` (the params
-    before the step) a leaf may also differ by ``update_tol`` times its largest
-    update, because normalising optimizers (Adam at step 1: ``g / (|g| + eps)``)
-    amplify rounding in gradient entries near ``eps``. With ``losses`` =
-    ``(before, after_eager, after_jit)`` the two losses after the step must agree
-    to ``loss_rtol`` (1%) of the decrease plus ``loss_atol * (1 + |before|)``: the
-    observable that a baked-in Python value changes.
-    """
-    problems = step_order_problems(
-        eager,
-        jitted,
-        ("eager", "jit"),
-        rtol=rtol,
-        atol=atol,
-        old=old,
-        update_tol=update_tol,
-        losses=losses,
-        loss_rtol=loss_rtol,
-        loss_atol=loss_atol,
-    )
-    fail(
-        "jit_matches_eager",
-        problems,
-        "The step depends on Python-side state (a counter, a global, a cached array, "
-        "host randomness) that jit bakes in at trace time, or it branches on values.",
-    )
-
-
-def assert_sharded_matches_single_device(
-    single: PyTree,
-    sharded: PyTree,
-    *,
-    rtol: float = SHARDED_TOL["rtol"],
-    atol: float = SHARDED_TOL["atol"],
-) -> None:
-    """The step run data-parallel over several devices equals the one-device run.
-
-    Tolerances as for jit vs eager: the batch mean is reduced across devices in a
-    different order. Pass float64 runs where the model is ill-conditioned (see
-    ``checks.check_sharded_matches_single_device``): float32 rounding differences
-    can be amplified.
-    """
-    fail(
-        "sharded_matches_single_device",
-        _close_problems(single, sharded, ("single-device", "sharded"), rtol, atol),
-        "The step is not batch-size-agnostic under sharding: a sum where a mean is "
-        "meant (per-shard mean without a cross-device mean), batch statistics taken "
-        "per shard, or a per-device RNG.",
-    )
 
 
 def assert_deterministic(first: PyTree, second: PyTree) -> None:
@@ -240,7 +81,7 @@ def assert_inputs_unchanged(snapshot: PyTree, inputs: PyTree) -> None:
 
 
 def assert_retrace_budget(traces: int, budget: int, *, what: str = "step") -> None:
-    """``traces`` (from :class:`hybridcheck.tracing.TraceCounter`) <= ``budget``."""
+    """``traces`` (from :class:`hybridcheck.describe.tracing.TraceCounter`) <= ``budget``."""
     if traces > budget:
         fail(
             "retrace_budget",
@@ -249,3 +90,64 @@ def assert_retrace_budget(traces: int, budget: int, *, what: str = "step") -> No
             "the trace (lr or seed passed as a Python float/int to a static argument, "
             "a Python scalar in the batch), or shapes vary more than expected.",
         )
+
+
+def check_deterministic(s: Subject, e: Example) -> None:
+    # The memoized run is a real earlier run; the second is always a fresh one.
+    assert_deterministic(s.jitted_result(e), s.run_jitted(e))
+    assert_deterministic(s.eager_result(e), s.run_eager(e))
+
+
+def check_all_finite(s: Subject, e: Example) -> None:
+    new = s.jitted_result(e)
+    assert_all_finite(s.split(new, name="new params"), what="new_params")
+    assert_all_finite({"loss": s.loss_fn(new, e.batch)}, what="")
+
+
+def check_inputs_unchanged(s: Subject, e: Example) -> None:
+    # The snapshot must predate every run on this example: when another invariant
+    # already ran the step (and may have mutated the inputs), run it afresh here.
+    already_ran = s.has_run(e)
+    snapshot = jax.tree.map(lambda x: np.array(x, copy=True), (e.params, e.batch))
+    if already_ran:
+        s.run_jitted(e)
+        s.run_eager(e)
+    else:
+        s.jitted_result(e)
+        s.eager_result(e)
+    assert_inputs_unchanged(snapshot, (e.params, e.batch))
+
+
+def check_retrace_budget(s: Subject, e: Example) -> None:
+    s.jitted_result(e)
+    # Eager runs elsewhere call ``s.step`` itself, so ``traced`` counts jit traces.
+    assert_retrace_budget(s.traced.count, len(s.shapes_seen))
+
+
+# This family's rows of the registry (report order).
+register(
+    Invariant(
+        "deterministic",
+        "host randomness, state carried between calls",
+        check_deterministic,
+        cost=("step", "eager"),
+    ),
+    Invariant(
+        "all_finite",
+        "NaN/Inf after one step on finite input",
+        check_all_finite,
+        cost=("step",),
+    ),
+    Invariant(
+        "inputs_unchanged",
+        "mutated or donated inputs",
+        check_inputs_unchanged,
+        cost=("host", "eager"),
+    ),
+    Invariant(
+        "retrace_budget",
+        "more traces than distinct input shapes (lr or seed baked in as constants)",
+        check_retrace_budget,
+        cost=("step",),
+    ),
+)

@@ -1,43 +1,38 @@
-"""Invariants about the update a step applies: which leaves move, where, how far."""
+"""What one update does to the params: exactly the graded leaves move, in a
+descent direction, and by ``-lr * g`` for plain SGD.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-from hybridcheck.invariants._reduce import update_summary
-from hybridcheck.invariants._tree import (
-    InvariantNotApplicable,
+from hybridcheck.describe.subject import Example, Subject
+from hybridcheck.describe.trees import (
     fail,
     index_str,
     leaf_triples,
     paired_halves,
 )
+from hybridcheck.invariants._reduce import update_summary
+from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
-    "FIRST_ORDER_LRS",
-    "SMALLEST_LR",
-    "FIRST_ORDER_RTOL",
     "SGD_ULPS",
+    "FLAT_GRADIENT",
+    "new_params",
     "assert_update_changes_exactly_graded_leaves",
-    "assert_loss_decrease_first_order",
     "assert_update_is_descent",
     "assert_sgd_update",
 ]
 
-FIRST_ORDER_LRS: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6)
-"""Step sizes at which the first-order ratio is measured, largest first."""
-SMALLEST_LR = min(FIRST_ORDER_LRS)
-"""The smallest of them: the first-order check's kink probe steps this far, so a
-kink it does not see cannot spoil any of the ratios."""
-FIRST_ORDER_RTOL = 1e-2
-"""How close to 1 the best first-order ratio must be (float64: truncation only)."""
 SGD_ULPS = 16.0
 """Tolerance of the exact SGD check, in ulps of ``|old| + lr * max|g|`` (two compiled
 programs reduce in different orders)."""
+
+
 FLAT_GRADIENT = 1e-12
 """``||g||^2`` below this (relative to the loss) is a flat point: no first order."""
 
@@ -46,7 +41,7 @@ def _summarise(
     old: Any, new: Any, grads: Any, group: str, **kwargs: float
 ) -> tuple[list[tuple[str, str, Any, Any, Any]], dict[str, np.ndarray]]:
     """The leaves ``(half, path, old, new, grad)`` and their on-device summary
-    (the columns of ``group``, see :mod:`hybridcheck.invariants._reduce`)."""
+    (the columns of ``group``, see :mod:`hybridcheck._reduce`)."""
     # Halves in label order: a container's order varies (a dict that went through
     # jit comes back sorted), and one order means one compiled summary.
     triples = sorted(leaf_triples(old, new, grads), key=lambda t: t[0])
@@ -92,56 +87,6 @@ def assert_update_changes_exactly_graded_leaves(
         "(e.g. returned the old params for it); a changed leaf without gradient means "
         "the update is not driven by the gradient (pass allow_change_without_grad "
         "for weight decay).",
-    )
-
-
-def assert_loss_decrease_first_order(
-    loss_at: Callable[[float], float],
-    grad_sq_norm: float,
-    *,
-    lrs: Sequence[float] = FIRST_ORDER_LRS,
-    rtol: float = FIRST_ORDER_RTOL,
-    loss_scale: float = 1.0,
-) -> None:
-    """``(L(0) - L(lr)) / (lr * ||g||^2) -> 1`` as ``lr -> 0``, for an SGD step.
-
-    ``loss_at(lr)`` is the loss after one step of size ``lr`` (``loss_at(0.0)`` the
-    loss before). Evaluate it in float64 (``compat.enable_x64``). The ratio tends to 1
-    exactly when the step moves every half along ``-g``; updating one half gives
-    ``||g_half||^2 / ||g||^2 < 1``, a sign error gives ``< 0``, so a bare "the loss
-    went down" check misses what this one catches. Passes as soon as a ratio, taken
-    over ``lrs`` in order (largest first: the cheapest to resolve in floats), is
-    within ``rtol`` of 1; fails if none is.
-
-    Raises:
-      InvariantNotApplicable: when ``||g||^2`` is too small for the ratio to be
-        measured (a flat point), relative to ``loss_scale``.
-    """
-    if not lrs or any(not (lr > 0) for lr in lrs):
-        raise ValueError(f"lrs must be positive learning rates, got {list(lrs)}")
-    if not math.isfinite(grad_sq_norm) or grad_sq_norm <= FLAT_GRADIENT * max(
-        1.0, loss_scale
-    ):
-        raise InvariantNotApplicable(
-            f"||g||^2 = {grad_sq_norm:.3g}: gradient vanishes, first order says nothing"
-        )
-    before = float(loss_at(0.0))
-    ratios = []
-    for lr in lrs:  # largest first; the first ratio within rtol settles it
-        ratios.append((before - float(loss_at(lr))) / (lr * grad_sq_norm))
-        if math.isfinite(ratios[-1]) and abs(ratios[-1] - 1.0) <= rtol:
-            return
-    shown = ", ".join(f"lr={lr:g}: {r:.4g}" for lr, r in zip(lrs, ratios, strict=True))
-    fail(
-        "loss_decrease_first_order",
-        [
-            f"(loss_before - loss_after) / (lr * ||g||^2) should tend to 1; got "
-            f"{shown} (loss_before={before:.6g}, ||g||^2={grad_sq_norm:.6g}, "
-            f"rtol={rtol:g})"
-        ],
-        "A ratio near ||g_half||^2/||g||^2 means only one half is updated; a "
-        "negative ratio means a sign error (p + lr*g); a ratio that scales with lr "
-        "means the step size is not lr.",
     )
 
 
@@ -210,3 +155,75 @@ def assert_sgd_update(
         problems,
         f"An SGD step must be p - lr*g with lr={lr:g} on every leaf of every half.",
     )
+
+
+def new_params(s: Subject, e: Example, name: str) -> Any:
+    """The jitted step's new params, failing ``name`` if their tree is not the
+    params' tree (rather than letting a leaf-by-leaf comparison crash on it)."""
+    new = s.jitted_result(e)
+    want, got = jax.tree.structure(e.params), jax.tree.structure(new)
+    if str(want) != str(got):
+        fail(
+            name,
+            [f"the step returned new params with tree {got}; the params have {want}"],
+            "A step must return the params container with every half and leaf it "
+            "was given (same nesting, same keys): a half dropped, returned twice or "
+            "wrapped (e.g. {'params': ...} twice) breaks the next step.",
+        )
+    return new
+
+
+def check_update_changes_exactly_graded_leaves(s: Subject, e: Example) -> None:
+    assert_update_changes_exactly_graded_leaves(
+        s.trainable(e.params),
+        s.trainable(new_params(s, e, "update_changes_exactly_graded_leaves")),
+        s.grads(e),
+        lr=e.lr,
+        # A declared optimizer may move leaves without gradient (decoupled weight
+        # decay, adamw): update_matches_tx checks its exact update instead.
+        allow_change_without_grad=s.tx is not None,
+    )
+
+
+def check_update_is_descent(s: Subject, e: Example) -> None:
+    assert_update_is_descent(
+        s.trainable(e.params),
+        s.trainable(new_params(s, e, "update_is_descent")),
+        s.grads(e),
+    )
+
+
+def check_sgd_update(s: Subject, e: Example) -> None:
+    assert_sgd_update(
+        s.trainable(e.params),
+        s.trainable(new_params(s, e, "sgd_update")),
+        s.grads(e),
+        lr=e.lr,
+    )
+
+
+# This family's rows of the registry (report order).
+register(
+    Invariant(
+        "update_changes_exactly_graded_leaves",
+        "a half or leaf with a gradient that the step leaves unchanged (default "
+        "argnums, a half not updated, a closure, a stop_gradient); a leaf moved "
+        "without gradient",
+        check_update_changes_exactly_graded_leaves,
+        cost=("step", "grad", "reduce"),
+    ),
+    Invariant(
+        "update_is_descent",
+        "per half `<new - old, -g> > 0` (holds for SGD, momentum, Adam's first "
+        "step): a sign error on one half",
+        check_update_is_descent,
+        cost=("step", "grad", "reduce"),
+    ),
+    Invariant(
+        "sgd_update",
+        "for SGD steps, `new == old - lr·g` to 16 ulp, leaf by leaf",
+        check_sgd_update,
+        needs_sgd=True,
+        cost=("step", "grad", "reduce"),
+    ),
+)

@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.guide.bugs import BUGS, mutants
 from hybridcheck.cases.guide.code_lines import user_code_lines
 from hybridcheck.cases.guide.common import TO_LINEN_APPLY, TO_NNX_MUTABLE
@@ -43,6 +42,7 @@ from hybridcheck.cases.guide.nnx_families import (
     nnx_dropout_bn,
     to_nnx_dot,
 )
+from hybridcheck.describe.hybrid_case import HybridCase
 
 __all__ = ["BUGS", "FAMILIES", "Count", "cases", "mutants", "user_code_lines"]
 

@@ -10,7 +10,6 @@ import optax
 from flax.training import train_state
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.guide.common import (
     IN,
     TO_LINEN_APPLY,
@@ -30,9 +29,10 @@ from hybridcheck.cases.guide.linen_families import (
     to_linen_dot,
 )
 from hybridcheck.cases.guide.nnx_families import nnx_dropout_bn, to_nnx_dot
+from hybridcheck.cases.mutants import CaseMutant
 from hybridcheck.compat import nnx
-from hybridcheck.functionalize import from_linen
-from hybridcheck.mutants import CaseMutant
+from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.flaxmodels.functionalize import from_linen
 
 
 def _adam_optimizer_recreated() -> HybridCase:

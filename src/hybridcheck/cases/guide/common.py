@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from hypothesis import strategies as st
 
 from hybridcheck import compat
-from hybridcheck import strategies as hst
 from hybridcheck.compat import nnx
+from hybridcheck.describe import strategies as hst
 
 N, IN, HID, OUT = 4, 3, 4, 2
 TO_NNX_MUTABLE = (0, 12, 0)  # ToNNX(...)(x, mutable=...) inside lazy_init

@@ -14,11 +14,11 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.guide.common import HID, IN, OUT, mse, xy, xy_rng
 from hybridcheck.cases.guide.layers import NNXDot, NNXMultiCollections
 from hybridcheck.compat import nnx
-from hybridcheck.functionalize import from_linen
+from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.flaxmodels.functionalize import from_linen
 
 # -- to_linen_dot: a Linen module holding bridge.to_linen(NNXDot) ------------------
 

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.guide.common import HID, IN, OUT, nnx_train_step, xy, xy_loss
 from hybridcheck.cases.guide.layers import LinenDot, LinenMultiCollections
 from hybridcheck.compat import nnx
-from hybridcheck.functionalize import from_nnx
+from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.flaxmodels.functionalize import from_nnx
 
 # -- to_nnx_dot: an NNX module holding bridge.ToNNX(LinenDot) ----------------------
 

@@ -68,9 +68,9 @@ from hybridcheck.cases.migrations.seed_story import (
     seed_to_mlp,
     seed_to_nnx,
 )
+from hybridcheck.cases.mutants import CaseMutant
 from hybridcheck.cases.seed import SEED_CASE
-from hybridcheck.migration import MigrationCase
-from hybridcheck.mutants import CaseMutant
+from hybridcheck.describe.migration_case import MigrationCase
 
 __all__ = ["cases", "mutants", "reorderings"]
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
 
-from hybridcheck import strategies as hst
+from hybridcheck.describe import strategies as hst
 
 D, H, K, W, V, T, C = 4, 2, 2, 6, 7, 3, 3
 

@@ -10,8 +10,6 @@ from flax import linen as nn
 from hypothesis import strategies as st
 
 from hybridcheck import compat
-from hybridcheck import strategies as hst
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import (
     D,
     H,
@@ -19,6 +17,8 @@ from hybridcheck.cases.migrations._shared import (
     mse,
 )
 from hybridcheck.compat import nnx
+from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.hybrid_case import HybridCase
 
 
 class LinenAttention(nn.Module):

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import (
     D,
     W,
@@ -17,6 +16,7 @@ from hybridcheck.cases.migrations._shared import (
     vector_batches,
 )
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 
 class LinenBN(nn.Module):

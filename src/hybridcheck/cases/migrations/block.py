@@ -10,7 +10,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import (
     D,
     H,
@@ -19,6 +18,7 @@ from hybridcheck.cases.migrations._shared import (
     vector_batches,
 )
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 
 class LinenBlock(nn.Module):

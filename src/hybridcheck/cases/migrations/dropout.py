@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import D, W, mse, vector_batches
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 RATE = 0.5
 _KEY = 0  # the dropout key both sides are given

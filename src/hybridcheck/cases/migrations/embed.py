@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import (
     C,
     D,
@@ -20,6 +19,7 @@ from hybridcheck.cases.migrations._shared import (
     V,
 )
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 
 class LinenEmbed(nn.Module):

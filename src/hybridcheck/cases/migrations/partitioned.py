@@ -20,9 +20,9 @@ from flax import linen as nn
 from flax.core import meta
 
 from hybridcheck import compat
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import D, H, K, mse, vector_batches
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 AXIS_RULES = (("heads", "model"), ("mlp", "model"), ("embed", None), ("kv", None))
 

@@ -10,12 +10,12 @@ from flax import linen as nn
 
 from hybridcheck import compat
 from hybridcheck import seed as core
-from hybridcheck.case import HybridCase
 from hybridcheck.cases.migrations._shared import (
     mse,
 )
 from hybridcheck.cases.seed import SEED_CASE
 from hybridcheck.compat import nnx
+from hybridcheck.describe.hybrid_case import HybridCase
 
 
 class LinenMLP(nn.Module):

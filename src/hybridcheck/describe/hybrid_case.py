@@ -1,0 +1,263 @@
+"""HybridCase: how a user describes their hybrid model and train step."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+from hypothesis import strategies as st
+
+from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.subject import Example, Subject
+from hybridcheck.describe.trees import split_halves
+from hybridcheck.describe.usercode import call
+from hybridcheck.describe.validate import MAX_SEED
+
+__all__ = ["HybridCase", "sgd_step"]
+
+ExtraCheck = Callable[[Any, Any, float], None]
+
+
+def sgd_step(
+    loss: Callable[[Any, Any], Any], trainable: Sequence[bool] | None = None
+) -> Callable[[Any, Any, Any], Any]:
+    """The library's reference step: ``p - lr * grad`` on every trainable half."""
+
+    def step(params: Any, batch: Any, lr: Any) -> Any:
+        grads = jax.grad(loss)(params, batch)
+        if trainable is None:
+            return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+        return type(params)(
+            jax.tree.map(lambda p, g: p - lr * g, p_half, g_half) if train else p_half
+            for p_half, g_half, train in zip(params, grads, trainable, strict=True)
+        )
+
+    return step
+
+
+def _named(case: str, where: str, fn: Any) -> Any:
+    """``fn`` whose exceptions say that the case's ``where`` raised them."""
+    if fn is None:
+        return None
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any) -> Any:
+        return call(case, where, fn, *args)
+
+    return wrapped
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridCase:
+    """A hybrid model, its loss, its data and the training step under test.
+
+    Attributes:
+      name: short identifier shown in reports (``"nnx-mlp->linen-head"``).
+      init: ``init(key) -> params`` with one pytree per half: a tuple (labelled by
+        ``halves``), a NamedTuple or a dict ``{label: pytree}``. Pull nnx params out
+        with ``hybridcheck.compat.params_as_dict(module)``; Linen params are
+        ``variables['params']``.
+      loss: ``loss(params, batch) -> scalar``; pure; the params of *every* half must
+        be read from ``params`` (closing over one half is exactly the bug we catch).
+      batches: a Hypothesis strategy of batches, or ``batch_fn(key) -> batch``.
+        A batch is any pytree; RNG keys for Dropout go in the batch.
+      step: ``step(params, batch, lr) -> new_params``, the user's own train step.
+        ``None``: the library's SGD step (then ``sgd`` is implied).
+      halves: labels for a tuple ``params`` (default ``half0, half1, ...``).
+      non_trainable: labels of halves that hold state, not parameters (BatchNorm
+        statistics): no gradient invariants for them; the step must still return
+        them with the same structure, finite and deterministic.
+      lr: learning rates to draw: a strategy or one float.
+      sgd: whether ``step`` is plain SGD (enables exact-update and first-order
+        checks). Default: ``step is None``.
+      frozen: ``frozen(half, leaf_path) -> bool``: leaves untrained on purpose.
+      extra_checks: ``{name: check(params, batch, lr)}``, case-specific invariants
+        (raise ``AssertionError`` to fail).
+      state_fn: ``state_fn(params, batch) -> {state half: pytree}``: the
+        ``non_trainable`` halves as one training forward pass leaves them; enables
+        ``state_is_threaded``.
+      reseed: ``reseed(params, batch, key) -> (params, batch)``: the same example
+        with other randomness (a new dropout key); enables ``randomness_is_used``.
+      rng_halves: halves of ``params`` holding RNG state the step must advance.
+      tx: ``tx(lr) -> optax.GradientTransformation``: the optimizer ``step``
+        applies, with its state threaded through a ``non_trainable`` half;
+        enables ``update_matches_tx``.
+      param_seeds: how many distinct ``init`` keys to draw from (inits are cached).
+      description: one line for ``--list``.
+      partition_specs: ``partition_specs(params) -> pytree`` with the structure of
+        ``params``, each leaf the partitioning the model declares for it (a
+        ``PartitionSpec``, a tuple of axis names, or ``None``: replicated).
+        ``from_linen``/``from_nnx`` set it from ``nn.with_partitioning`` boxes /
+        ``nnx.with_partitioning`` metadata (``None`` when the model declares
+        none); a ``MigrationCase`` side without explicit specs uses it.
+
+    Example:
+      >>> case = HybridCase(
+      ...     name="mine", init=init, loss=loss, halves=("nnx", "linen"),
+      ...     batches=hnp.arrays(np.float32, (4, 3)).map(lambda x: (x, x[:, :1])),
+      ... )
+      >>> hybridcheck.engine.verify(case).ok
+    """
+
+    name: str
+    init: Callable[[jax.Array], Any]
+    loss: Callable[[Any, Any], Any]
+    batches: st.SearchStrategy[Any] | Callable[[jax.Array], Any]
+    step: Callable[[Any, Any, Any], Any] | None = None
+    halves: tuple[str, ...] | None = None
+    non_trainable: tuple[str, ...] = ()
+    lr: st.SearchStrategy[float] | float | None = None
+    sgd: bool | None = None
+    frozen: Callable[[str, str], bool] | None = None
+    extra_checks: Mapping[str, ExtraCheck] = dataclasses.field(default_factory=dict)
+    param_seeds: int = 8
+    description: str = ""
+    state_fn: Callable[[Any, Any], Any] | None = None
+    reseed: Callable[[Any, Any, Any], Any] | None = None
+    rng_halves: tuple[str, ...] = ()
+    tx: Callable[[Any], Any] | None = None
+    partition_specs: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(
+                "HybridCase.name must be a non-empty str, got "
+                f"{type(self.name).__name__} {self.name!r}"
+            )
+        for field in ("init", "loss"):
+            if not callable(getattr(self, field)):
+                raise TypeError(
+                    f"HybridCase({self.name!r}).{field} must be callable, got "
+                    f"{type(getattr(self, field)).__name__}"
+                )
+        if not (isinstance(self.batches, st.SearchStrategy) or callable(self.batches)):
+            raise TypeError(
+                f"HybridCase({self.name!r}).batches must be a Hypothesis strategy or "
+                f"a function key -> batch, got {type(self.batches).__name__}"
+            )
+        if self.step is not None and not callable(self.step):
+            raise TypeError(
+                f"HybridCase({self.name!r}).step must be callable or None, got "
+                f"{type(self.step).__name__}"
+            )
+        if self.non_trainable and self.step is None:
+            raise ValueError(
+                f"HybridCase({self.name!r}) has non-trainable halves "
+                f"{self.non_trainable} but no step: the library cannot know how "
+                "your state is updated; pass step=your_train_step"
+            )
+        for field in ("state_fn", "reseed", "tx", "partition_specs"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"HybridCase({self.name!r}).{field} must be callable or None, "
+                    f"got {type(value).__name__}"
+                )
+        if self.param_seeds < 1:
+            raise ValueError(
+                f"HybridCase({self.name!r}).param_seeds must be >= 1, got "
+                f"{self.param_seeds}"
+            )
+        if isinstance(self.lr, float | int) and not self.lr > 0:
+            raise ValueError(f"HybridCase({self.name!r}).lr must be > 0, got {self.lr}")
+
+    # -- what the verifier needs -------------------------------------------------
+
+    def labels(self, params: Any, *, min_halves: int = 2) -> tuple[str, ...]:
+        """Half labels for ``params`` (from the container, else ``halves``).
+
+        Raises:
+          TypeError: ``params`` is not one pytree per half.
+          ValueError: fewer than ``min_halves`` (trainable) halves, ``halves`` does
+            not match ``params``, or ``non_trainable`` names a half that is not
+            there.
+        """
+        labels = tuple(
+            split_halves(
+                params,
+                labels=self.halves,
+                name=f"HybridCase({self.name!r}): init()",
+                min_halves=min_halves,
+            )
+        )
+        for field in ("non_trainable", "rng_halves"):
+            unknown = set(getattr(self, field)) - set(labels)
+            if unknown:
+                raise ValueError(
+                    f"HybridCase({self.name!r}).{field} names {sorted(unknown)}, "
+                    f"not among its halves {labels}"
+                )
+        trainable = [label for label in labels if label not in self.non_trainable]
+        if len(trainable) < min_halves:
+            raise ValueError(
+                f"[{self.name}] found {len(trainable)} trainable half {trainable}; a "
+                "hybrid case needs two: put a Linen module in bridge.ToNNX (or an NNX "
+                "module in bridge.to_linen), or split a model by path with "
+                "halves={'encoder': 'encoder/*', ...}. (A single half is fine as the "
+                "before or after side of a MigrationCase.)"
+            )
+        return labels
+
+    def subject(self, example_params: Any, *, min_halves: int = 2) -> Subject:
+        """A fresh :class:`Subject` for this case (own jit cache and counters).
+
+        ``min_halves=1`` for a side of a migration, which may be pure Linen or NNX.
+        """
+        labels = self.labels(example_params, min_halves=min_halves)
+        loss = _named(self.name, "loss", self.loss)
+        step = (
+            _named(self.name, "step", self.step)
+            if self.step is not None
+            else sgd_step(loss)  # the library's step: only the loss is the user's
+        )
+        is_state = set(self.non_trainable)
+        user_frozen = self.frozen
+
+        def frozen(half: str, path: str) -> bool:
+            return half in is_state or bool(user_frozen and user_frozen(half, path))
+
+        return Subject(
+            loss=loss,
+            step=step,
+            halves=labels,
+            name=self.name,
+            sgd=self.step is None if self.sgd is None else self.sgd,
+            frozen=frozen,
+            non_trainable=tuple(self.non_trainable),
+            state_fn=_named(self.name, "state_fn", self.state_fn),
+            reseed=_named(self.name, "reseed", self.reseed),
+            rng_halves=tuple(self.rng_halves),
+            tx=self.tx,
+        )
+
+    def lr_strategy(self) -> st.SearchStrategy[float]:
+        if self.lr is None:
+            return hst.learning_rates(min_value=1e-3, max_value=0.1)
+        if isinstance(self.lr, st.SearchStrategy):
+            return self.lr
+        return st.just(float(self.lr))
+
+    def batch_strategy(self) -> st.SearchStrategy[Any]:
+        if isinstance(self.batches, st.SearchStrategy):
+            return self.batches
+        batch_fn = self.batches
+        return st.integers(0, MAX_SEED).map(lambda s: batch_fn(jax.random.PRNGKey(s)))
+
+    def examples(self) -> st.SearchStrategy[Example]:
+        """Examples: params from one of ``param_seeds`` cached inits, a batch, an lr."""
+        cache: dict[int, Any] = {}
+
+        def params_for(seed: int) -> Any:
+            if seed not in cache:
+                cache[seed] = self.init(jax.random.PRNGKey(seed))
+            return cache[seed]
+
+        return st.builds(
+            Example,
+            st.integers(0, self.param_seeds - 1).map(params_for),
+            self.batch_strategy(),
+            self.lr_strategy(),
+        )

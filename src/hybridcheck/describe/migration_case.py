@@ -1,0 +1,267 @@
+"""MigrationCase: a model before and after a Linen -> NNX migration, and the converter.
+
+A migration PR replaces Linen code with NNX code and converts the checkpoint. Its
+bugs are semantic (an epsilon, an activation, a transposed kernel, a dropped bias),
+so the migrated step is consistent with itself and only a comparison with the model
+before the PR catches them. The comparisons are in
+:mod:`hybridcheck.invariants.migration`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+from hypothesis import strategies as st
+
+from hybridcheck.describe import specs as _partitioning
+from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.describe.subject import Example, Subject, to64
+from hybridcheck.describe.trees import leaves
+
+__all__ = ["MigrationCase", "MigrationSubject"]
+
+
+@dataclasses.dataclass
+class MigrationSubject:
+    """Both sides of a migration made runnable, and the converters.
+
+    ``before`` and ``after`` are ordinary Subjects (each side may have a single
+    half); ``evidence`` collects per-example deviations for the verdicts taken
+    across examples.
+    """
+
+    name: str
+    before: Subject
+    after: Subject
+    convert: Callable[[Any], Any]
+    invert: Callable[[Any], Any] | None
+    steps: int
+    evidence: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    sgd: bool = True
+    before_specs: _partitioning.Specs | None = None
+    after_specs: _partitioning.Specs | None = None
+    specs_source: str = "before: none declared; after: none declared"
+    placement_memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    stochastic: tuple[Subject, Subject] | None = None
+    pulled_grad: Callable[..., Any] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pulled_grad = jax.jit(self._pulled_grad)
+
+    @property
+    def traced(self) -> Any:
+        return self.after.traced
+
+    @property
+    def shapes_seen(self) -> Any:
+        return self.after.shapes_seen
+
+    def convert64(self, params: Any) -> Any:
+        """``convert`` of the float64 params (call under ``compat.enable_x64()``)."""
+        return to64(self.convert(to64(params)))
+
+    def _pulled_grad(self, params: Any, batch: Any) -> Any:
+        """The gradient of ``after.loss(convert(p))`` w.r.t. the before model's
+        trainable halves: by the chain rule it equals the before model's gradient
+        when both compute the same function, whatever layout ``convert`` produces."""
+        b = self.before
+        halves = b.split(params)
+
+        def loss_of(train: Any) -> Any:
+            return self.after.loss(
+                self.convert(b.join(params, {**halves, **train})), batch
+            )
+
+        return jax.grad(loss_of)(b.trainable(params))
+
+
+def _leaf_paths(tree: Any) -> set[str]:
+    return {path for path, _ in leaves(tree)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationCase:
+    """A migration: the case before, the case after, and the checkpoint converter.
+
+    Attributes:
+      name: shown in reports.
+      before: the model before the PR (usually pure Linen), as a HybridCase in any
+        form (functional, ``from_linen``, ``from_nnx``); it may have a single half.
+        Its ``init``, ``batches`` and ``lr`` draw the examples.
+      after: the model after the PR (may be pure NNX), consuming the same batches.
+      convert: ``convert(before_params) -> after_params``, the PR's checkpoint
+        converter; it must accept float64 params (comparisons are in float64).
+      invert: the converter back, if there is one (enables ``roundtrip``).
+      steps: consecutive steps compared by ``trajectory_matches_before``.
+      description: one line for ``--list``.
+      before_specs, after_specs: each side's partitioning, for
+        ``sharding_matches_before``: a pytree with the structure of that side's
+        params whose leaves are a ``PartitionSpec``, a tuple of (mesh or logical)
+        axis names, or ``None`` (replicated); or ``specs(params) -> that pytree``.
+        Left ``None``, a side's specs are its case's ``partition_specs`` (of
+        ``<side>_eval`` if set, else ``<side>``): ``from_linen``/``from_nnx``
+        read them from the model (``nn.with_partitioning`` boxes,
+        ``nnx.with_partitioning`` metadata) and lay them out on its halves. For
+        other cases read them with ``compat.linen_partition_specs(variables)`` and
+        ``compat.nnx_partition_specs(module)``. Explicit specs win. A side that
+        declares none while the other does counts as fully replicated.
+      before_eval, after_eval: the same two models with their stochastic layers
+        off (Linen ``deterministic=True`` or no ``'dropout'`` rng; NNX
+        ``model.eval()`` or ``nnx.Dropout(..., deterministic=True)``), on the same
+        params. Two models rarely consume a dropout key the same way (Linen folds
+        the module path into it, NNX counts its stream), so with these set the
+        loss, gradient, step and trajectory comparisons are made deterministic, the
+        stochastic models are compared too, and the report says which agreed.
+      axis_rules: logical axis rules ``((logical name, mesh axis or None), ...)``
+        applied to both sides' names, as ``nn.logical_to_mesh_axes`` does; names
+        without a rule are replicated. ``None``: names are mesh axes.
+    """
+
+    name: str
+    before: HybridCase
+    after: HybridCase
+    convert: Callable[[Any], Any]
+    invert: Callable[[Any], Any] | None = None
+    steps: int = 3
+    description: str = ""
+    extra_checks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    before_specs: Any = None
+    after_specs: Any = None
+    axis_rules: Sequence[tuple[str, Any]] | None = None
+    before_eval: HybridCase | None = None
+    after_eval: HybridCase | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(
+                f"MigrationCase.name must be a non-empty str, got {self.name!r}"
+            )
+        for side in ("before", "after"):
+            if not isinstance(getattr(self, side), HybridCase):
+                raise TypeError(
+                    f"MigrationCase({self.name!r}).{side} must be a HybridCase, got "
+                    f"{type(getattr(self, side)).__name__}"
+                )
+        if not callable(self.convert):
+            raise TypeError(
+                f"MigrationCase({self.name!r}).convert must be callable, got "
+                f"{type(self.convert).__name__}"
+            )
+        if self.invert is not None and not callable(self.invert):
+            raise TypeError(
+                f"MigrationCase({self.name!r}).invert must be callable or None, got "
+                f"{type(self.invert).__name__}"
+            )
+        for side in ("before_eval", "after_eval"):
+            if not isinstance(getattr(self, side), HybridCase | None):
+                raise TypeError(
+                    f"MigrationCase({self.name!r}).{side} must be a HybridCase or "
+                    f"None, got {type(getattr(self, side)).__name__}"
+                )
+        if (self.before_eval is None) != (self.after_eval is None):
+            raise ValueError(
+                f"MigrationCase({self.name!r}): set both before_eval and after_eval "
+                "(the two models with stochastic layers off) or neither"
+            )
+        if self.axis_rules is not None and not all(
+            isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str)
+            for r in self.axis_rules
+        ):
+            raise TypeError(
+                f"MigrationCase({self.name!r}).axis_rules must be a sequence of "
+                f"(logical name, mesh axis) pairs, got {self.axis_rules!r:.120}"
+            )
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(
+                f"MigrationCase({self.name!r}).steps must be an int >= 1, got "
+                f"{self.steps!r}"
+            )
+
+    def init(self, key: jax.Array) -> Any:
+        """The before model's params (the checkpoint the PR converts)."""
+        return self.before.init(key)
+
+    def subject(self, before_params: Any) -> MigrationSubject:
+        """Both sides made runnable; the after side from ``convert(before_params)``."""
+        try:
+            after_params = self.convert(before_params)
+        except Exception as exc:
+            raise ValueError(
+                f"MigrationCase({self.name!r}).convert raised on the before model's "
+                f"params: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._check_layout(after_params)
+        before = self.before.subject(before_params, min_halves=1)
+        after = self.after.subject(after_params, min_halves=1)
+        stochastic = None
+        if self.before_eval is not None and self.after_eval is not None:
+            stochastic = (before, after)
+            before = self.before_eval.subject(before_params, min_halves=1)
+            after = self.after_eval.subject(after_params, min_halves=1)
+        rules = None if self.axis_rules is None else tuple(self.axis_rules)
+        specs = {
+            side: self._side_specs(side, params, rules)
+            for side, params in (("before", before_params), ("after", after_params))
+        }
+        return MigrationSubject(
+            name=self.name,
+            before=before,
+            after=after,
+            convert=self.convert,
+            invert=self.invert,
+            steps=self.steps,
+            sgd=before.sgd and after.sgd,
+            stochastic=stochastic,
+            before_specs=specs["before"][0],
+            after_specs=specs["after"][0],
+            specs_source="; ".join(f"{side}: {s[1]}" for side, s in specs.items()),
+        )
+
+    def _check_layout(self, converted: Any) -> None:
+        """``convert``'s output must be laid out as the after case's own params
+        (every half, the optimizer's included): a converter that misses a path
+        would otherwise surface as an obscure error inside the after step."""
+        want = _leaf_paths(self.after.init(jax.random.PRNGKey(0)))
+        got = _leaf_paths(converted)
+        if want == got:
+            return
+        missing, extra = sorted(want - got), sorted(got - want)
+        raise ValueError(
+            f"MigrationCase({self.name!r}).convert returned params laid out unlike "
+            f"the after case {self.after.name!r}'s: missing {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}, unexpected {extra[:6]}"
+            f"{' ...' if len(extra) > 6 else ''}. Convert every half of the before "
+            "params, the optimizer state ('opt') and other state halves included, "
+            "into the after case's layout (print jax.tree.map(jnp.shape, "
+            "after.init(key)) to see it)."
+        )
+
+    def _side_specs(
+        self, side: str, params: Any, rules: Any
+    ) -> tuple[_partitioning.Specs | None, str]:
+        """A side's resolved specs and where they come from: ``<side>_specs`` if
+        given, else the ``partition_specs`` of the case that runs the side."""
+        given = getattr(self, f"{side}_specs")
+        if given is not None:
+            where = f"MigrationCase({self.name!r}).{side}_specs"
+            source = f"MigrationCase.{side}_specs"
+        else:
+            cases = (getattr(self, f"{side}_eval"), getattr(self, side))
+            case = next(
+                (c for c in cases if c is not None and c.partition_specs is not None),
+                None,
+            )
+            if case is None:
+                return None, "none declared"
+            given = case.partition_specs
+            where = f"HybridCase({case.name!r}).partition_specs"
+            default = "HybridCase.partition_specs"
+            source = f"{getattr(given, 'source', default)} (case {case.name!r})"
+        return _partitioning.resolve_specs(given, params, rules, where), source
+
+    def examples(self) -> st.SearchStrategy[Example]:
+        """The before case's examples: its params, batches and learning rates."""
+        return self.before.examples()

@@ -1,0 +1,48 @@
+"""A case's time budget: an alarm that interrupts a case which runs too long.
+
+Two halves: :class:`hybridcheck.engine.search.Running` checks the deadline between checks
+(cooperative, works in any thread), and on the main thread of a POSIX process an
+interval timer raises :class:`~hybridcheck.engine.search.CaseTimeout` in the middle of a
+check, so a step that loops forever in Python is interrupted too. A step that never
+returns from compiled code cannot be interrupted from Python: the CLI's watchdog
+(``hybridcheck verify --timeout``) ends the process then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from hybridcheck.engine.search import CaseTimeout, Running
+
+
+@contextlib.contextmanager
+def budget(running: Running, seconds: float | None) -> Iterator[None]:
+    """Within the block, the case stops with CaseTimeout after ``seconds``."""
+    if seconds is None:
+        running.deadline = None
+        yield
+        return
+    running.deadline = time.perf_counter() + seconds
+    use_alarm = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not use_alarm:
+        yield
+        return
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        raise CaseTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
