@@ -53,7 +53,7 @@ def tests(session: nox.Session) -> None:
     share compiled functions at module level, so splitting a file would compile
     them twice). `nox -s tests -- -n 0` runs in one process.
     """
-    # nox: tests/test_matrix.py checks the nox helper offered to users.
+    # nox: tests/entrypoints/test_matrix.py checks the nox helper offered to users.
     _install(session, *NEWEST, "pytest-xdist>=3.5", "nox")
     session.run(
         "pytest",

@@ -6,7 +6,7 @@ relative deviation each comparison invariant measured (``Deviation.rel64``) and 
 size in units of the original's float32 noise. Prints, per invariant, the largest
 deviation of any correct migration and the smallest of any bug that moves it (each
 bug's largest deviation over its examples): the margin the verdicts work in. Never
-asserted: the verdicts are tested in tests/test_migration.py.
+asserted: the verdicts are tested in tests/invariants/test_migration.py.
 
 Usage: python benchmarks/migration_deviations.py [--examples 30] [--json PATH]
 """

@@ -207,8 +207,8 @@ def invariant_costs(suite: list[dict[str, Any]]) -> list[str]:
 
 
 def bench_properties(profiles: list[str]) -> list[dict[str, Any]]:
-    """tests/test_properties.py under each Hypothesis profile, in one process:
-    seconds and examples per second per property (from pytest's JUnit report)."""
+    """tests/invariants/test_properties.py under each Hypothesis profile, in one
+    process: seconds and examples per second per property (pytest's JUnit report)."""
     import subprocess
     import tempfile
     import xml.etree.ElementTree as ET
@@ -229,7 +229,7 @@ def bench_properties(profiles: list[str]) -> list[dict[str, Any]]:
                     "-p",
                     "no:cacheprovider",
                     f"--junitxml={junit}",
-                    "tests/test_properties.py",
+                    "tests/invariants/test_properties.py",
                 ],
                 cwd=root,
                 env={**os.environ, "HYPOTHESIS_PROFILE": profile},
@@ -337,7 +337,8 @@ def markdown(out: dict[str, Any]) -> str:
         rates = sorted(r["examples_per_s"] for r in rows if r["examples_per_s"])
         lines += [
             "",
-            f"`tests/test_properties.py` under `{profile}`: {len(rows)} properties in "
+            f"`tests/invariants/test_properties.py` under `{profile}`: "
+            f"{len(rows)} properties in "
             f"{file_row['wall_s']:.1f} s (one process), "
             f"{rates[0]:.0f}-{rates[-1]:.0f} examples/s per property.",
         ]
@@ -353,7 +354,7 @@ def main() -> None:
     parser.add_argument(
         "--properties",
         default="dev,ci",
-        help="profiles to time tests/test_properties.py under ('' to skip)",
+        help="profiles to time tests/invariants/test_properties.py under ('' to skip)",
     )
     parser.add_argument(
         "--render", metavar="JSON", help="only print the Markdown of a saved run"

@@ -1,4 +1,5 @@
-"""Test scaffolding: the seed model and step as a Subject (hybridcheck.describe.subject)."""
+"""Test scaffolding: the seed model and step as a Subject
+(hybridcheck.describe.subject)."""
 
 from __future__ import annotations
 

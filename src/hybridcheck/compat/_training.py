@@ -14,7 +14,7 @@ def rngs_from_seed(seed: Any) -> Any:
 
     As of Flax 0.8.4 (through 0.12.8) ``nnx.Rngs(int)`` turns the int into
     ``jax.random.key(int)``; an int *tracer* is rejected, so under ``jax.jit`` we
-    build the typed key ourselves. ``tests/test_compat.py`` checks both agree on
+    build the typed key ourselves. ``tests/compat/test_compat.py`` checks both agree on
     every release the matrix installs.
     """
     return nnx.Rngs(jax.random.key(seed))

@@ -1,6 +1,7 @@
 """A case's time budget: an alarm that interrupts a case which runs too long.
 
-Two halves: :class:`hybridcheck.engine.search.Running` checks the deadline between checks
+Two halves: :class:`~hybridcheck.engine.search.Running` checks the deadline between
+checks
 (cooperative, works in any thread), and on the main thread of a POSIX process an
 interval timer raises :class:`~hybridcheck.engine.search.CaseTimeout` in the middle of a
 check, so a step that loops forever in Python is interrupted too. A step that never

@@ -1,7 +1,7 @@
 """Running one case: the search, shrinking, the cross-example verdicts, the budget.
 
-:func:`verify_case` is what :func:`hybridcheck.engine.verify` does for each case; a case cut
-short (its time budget, Ctrl-C) still reports what finished.
+:func:`verify_case` is what :func:`hybridcheck.verify` does for each case; a case
+cut short (its time budget, Ctrl-C) still reports what finished.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ _PROFILE_DEFAULT: Any = object()  # "the profile's timeout" (None means no limit
 
 def known_invariants(cases: Iterable[Case] = ()) -> list[str]:
     """The registry's invariants that apply to ``cases`` (by kind: a HybridCase's
-    step or a MigrationCase), then their extra checks."""
+    step or a MigrationCase), then their own invariants (``extra_checks``)."""
     case_list = list(cases)
     kinds = {kind(c) for c in case_list} or {"step", "migration"}
     names = [n for n, inv in REGISTRY.items() if inv.kind in kinds]

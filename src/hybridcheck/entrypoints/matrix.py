@@ -1,6 +1,7 @@
 """``hybridcheck matrix``: the user's cases verified on each (flax, jax) release pair.
 
-One uv environment per pair of :mod:`hybridcheck.entrypoints.pairs` (kept in ``--envs``, reused
+One uv environment per pair of :mod:`~hybridcheck.entrypoints.pairs` (kept in
+``--envs``, reused
 while what it holds is unchanged, logs beside it) holds the user's project and this
 hybridcheck; ``hybridcheck verify`` runs there. Table: a row per pair (and axis), a
 column per case: pass / fails <invariant> / n/a / cannot import: <upstream error>.
@@ -160,16 +161,14 @@ def _uv() -> list[str]:
 def _self_requirement() -> list[str]:
     """This hybridcheck as installed here (PEP 610: a checkout, editable; a git
     commit; a local wheel), else the same release from the index."""
-    import hybridcheck
-
     try:
         dist = importlib.metadata.distribution("hybridcheck")
         direct = json.loads(dist.read_text("direct_url.json") or "null")
     except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path
-        root = pathlib.Path(hybridcheck.__file__).parents[2]
+        root = pathlib.Path(__file__).parents[3]  # src/hybridcheck/entrypoints/
         direct = {"url": root.as_uri(), "dir_info": {"editable": True}}
     if not direct:
-        return [f"hybridcheck=={hybridcheck.__version__}"]
+        return [f"hybridcheck=={dist.version}"]
     if direct.get("dir_info", {}).get("editable"):
         return ["-e", urllib.parse.unquote(urllib.parse.urlparse(direct["url"]).path)]
     vcs = direct.get("vcs_info")

@@ -16,9 +16,10 @@ from flax import linen as nn
 from hybridcheck import compat
 from hybridcheck.compat import nnx
 from hybridcheck.describe.hybrid_case import HybridCase
+from hybridcheck.describe.trees import InvariantNotApplicable
 from hybridcheck.describe.usercode import call, check_common
 from hybridcheck.flaxmodels import graph as _graph
-from hybridcheck.flaxmodels import specs as _model_specs
+from hybridcheck.flaxmodels import specs as model_specs
 from hybridcheck.flaxmodels.functional import Functional, Patterns, loss_value
 from hybridcheck.flaxmodels.halves import OPT, STATE
 from hybridcheck.flaxmodels.opt_half import (
@@ -28,7 +29,6 @@ from hybridcheck.flaxmodels.opt_half import (
     model_part,
     plain_opt_state,
 )
-from hybridcheck.invariants import InvariantNotApplicable
 
 __all__ = ["from_linen"]
 
@@ -238,7 +238,7 @@ def from_linen(
 
     auto = {
         "state_fn": state_fn if STATE in layout.labels else None,
-        "partition_specs": _model_specs.linen_specs(layout, boxed),
+        "partition_specs": model_specs.linen_specs(layout, boxed),
     }
     made = Functional(layout, opt, init, loss, step, auto)
     return made.case("Linen", name, tx, sgd, batches, lr, description, options)

@@ -15,7 +15,7 @@ from hybridcheck.compat import nnx
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.usercode import call, check_common
 from hybridcheck.flaxmodels import graph as _graph
-from hybridcheck.flaxmodels import specs as _model_specs
+from hybridcheck.flaxmodels import specs as model_specs
 from hybridcheck.flaxmodels.functional import Functional, Patterns, loss_value
 from hybridcheck.flaxmodels.halves import OPT, RNG
 from hybridcheck.flaxmodels.opt_half import (
@@ -160,7 +160,7 @@ def from_nnx(
         "state_fn": state_fn if layout.non_trainable else None,
         "reseed": reseed if has_rng and stochastic else None,
         "rng_halves": (RNG,) if has_rng else None,
-        "partition_specs": _model_specs.nnx_specs(layout, template),
+        "partition_specs": model_specs.nnx_specs(layout, template),
     }
     made = Functional(layout, opt, init, loss, step, auto)
     return made.case("NNX", name, tx, sgd, batches, lr, description, options)

@@ -1,13 +1,13 @@
 """Cases from the objects users have: a real NNX or Linen model and its real train step.
 
 :func:`from_nnx` and :func:`from_linen` turn a model factory, the user's loss and the
-user's own training step into a functional :class:`~hybridcheck.describe.hybrid_case.HybridCase`:
+user's own training step into a functional :class:`~hybridcheck.HybridCase`:
 ``init(key) -> {half: {...plain arrays}}``, ``loss(params, batch)`` and
 ``step(params, batch, lr)``. Each call rebuilds a *fresh* model from the arrays (new
 Variables, nothing shared between traces), so the case works under ``jax.jit``,
 ``jax.disable_jit()`` and ``jax.grad``.
 
-Halves (``_graph.py``): ``nnx`` / ``linen:<ToNNX path>`` / ``linen`` /
+Halves (``graph``): ``nnx`` / ``linen:<ToNNX path>`` / ``linen`` /
 ``nnx:<ToLinen path>`` for parameters, then the non-trainable ones:
 
 * ``state``: BatchNorm statistics, counters, Linen mutable collections;
@@ -34,7 +34,7 @@ The case also gets what the training-loop invariants need:
 * ``partition_specs`` (``sharding_matches_before`` of a MigrationCase side): the
   model's declared partitioning (Linen ``nn.with_partitioning`` /
   ``nn.with_logical_partitioning`` boxes, NNX ``nnx.with_partitioning`` metadata)
-  laid out on the halves, ``None`` where a leaf declares none (``_model_specs``).
+  laid out on the halves, ``None`` where a leaf declares none (``specs``).
 
 Every automatic field can be overridden by passing it (``tx=``, ``state_fn=``,
 ``reseed=``, ``rng_halves=``, ``partition_specs=`` ... as keyword options; ``None``

@@ -12,7 +12,7 @@ flattened by JAX) to a half label and a place in that half's nested ``dict``, so
 
 Trainable halves come first; RNG state goes to the ``"rng"`` half and every other
 non-trainable leaf to the ``"state"`` half. The optimizer's state travels in a third
-non-trainable half, ``"opt"`` (``_opt_half.py``).
+non-trainable half, ``"opt"`` (``opt_half``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Trainable leaves take the label of the first user pattern that matches their
 ``/``-joined path, else their automatic label (the bridge wrapper they sit under);
 RNG state (``nnx.RngKey``/``nnx.RngCount``) goes to the ``"rng"`` half and every
-other leaf to the ``"state"`` half. ``_graph.py`` classifies the leaves
+other leaf to the ``"state"`` half. ``graph`` classifies the leaves
 (:class:`Entry`), :func:`plan` checks and places them.
 """
 

@@ -1,4 +1,5 @@
-"""How a step executes: repeatable, finite, leaves its inputs alone, traced once per shape."""
+"""How a step executes: repeatable, finite, leaves its inputs alone, traced once
+per shape."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def assert_inputs_unchanged(snapshot: PyTree, inputs: PyTree) -> None:
 
 
 def assert_retrace_budget(traces: int, budget: int, *, what: str = "step") -> None:
-    """``traces`` (from :class:`hybridcheck.describe.tracing.TraceCounter`) <= ``budget``."""
+    """``traces`` (from :class:`~hybridcheck.TraceCounter`) <= ``budget``."""
     if traces > budget:
         fail(
             "retrace_budget",

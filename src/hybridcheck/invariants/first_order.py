@@ -1,4 +1,5 @@
-"""The loss decreases to first order for small lr: ``(L0 - L(lr)) / (lr |g|^2) -> 1``."""
+"""The loss decreases to first order for small lr:
+``(L0 - L(lr)) / (lr |g|^2) -> 1``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The jitted step equals the step run op by op (Python state baked in at trace time)."""
+"""The jitted step equals the step run op by op (Python state baked in at trace
+time)."""
 
 from __future__ import annotations
 

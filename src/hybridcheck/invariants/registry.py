@@ -1,9 +1,11 @@
-"""The registry of invariants: each name, what it catches, and how it is checked.
+"""The registry of invariants: each name, what it catches, how it is checked, its cost.
 
-Each :class:`Invariant` runs on a :class:`~hybridcheck.describe.subject.Subject` and one
-:class:`~hybridcheck.describe.subject.Example`. Invariants judged across examples also have a
-``conclude`` step, run once after the search. :func:`hybridcheck.engine.verify`, the pytest
-plugin, the property tests and the README's table all read this one table.
+A row (:class:`Invariant`) is declared in its family module, beside its assertion
+and its check, with :func:`register`. Each check runs on a
+:class:`~hybridcheck.describe.subject.Subject` and one
+:class:`~hybridcheck.describe.subject.Example`; invariants judged across examples
+also have a ``conclude`` step, run once after the search. :func:`hybridcheck.verify`,
+the CLI, the pytest plugin and the README's table all read :data:`REGISTRY`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "Invariant",
     "REGISTRY",
     "cost_text",
+    "readme_row",
     "static_not_applicable",
 ]
 
@@ -140,6 +143,11 @@ def cost_text(inv: Invariant) -> str:
         at_least = f", >= {inv.convincing} examples" if inv.convincing > 1 else ""
         text += f" (sampled{at_least})"
     return text
+
+
+def readme_row(inv: Invariant) -> str:
+    """The invariant's row of the README's table: name, what it catches, its cost."""
+    return f"| `{inv.name}` | {inv.catches} | {cost_text(inv)} |"
 
 
 def static_not_applicable(inv: Invariant, subject: Any) -> str | None:

@@ -34,7 +34,7 @@ def assert_sharded_matches_single_device(
 
     Tolerances as for jit vs eager: the batch mean is reduced across devices in a
     different order. Pass float64 runs where the model is ill-conditioned (see
-    ``checks.check_sharded_matches_single_device``): float32 rounding differences
+    ``check_sharded_matches_single_device`` below): float32 rounding differences
     can be amplified.
     """
     fail(

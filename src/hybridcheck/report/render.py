@@ -57,7 +57,7 @@ def table(self: Report) -> str:
     errors = sum(1 for c in self.cases if c.error)
     could_not_run = f", {errors} case(s) could not run" if errors else ""
     summary = (
-        f"\n{sum(len(c.results) for c in self.cases)} checks on {len(self.cases)} "
+        f"\n{sum(len(c.results) for c in self.cases)} invariant results on {len(self.cases)} "
         f"case(s): {len(self.failures())} failed{could_not_run}. "
         f"jax {self.versions['jax']}, flax {self.versions['flax']}, "
         f"profile {self.profile}."

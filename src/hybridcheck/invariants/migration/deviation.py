@@ -10,12 +10,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from hybridcheck.describe.migration_case import MigrationSubject
 from hybridcheck.describe.trees import (
     fail,
     leaves,
 )
 
 __all__ = [
+    "DETERMINISTIC",
+    "stochastic_note",
+    "with_note",
     "EXACT_RTOL",
     "HARD_UNITS",
     "SYSTEMATIC_SHARE",
@@ -172,3 +176,36 @@ def units_summary(deviations: Sequence[Deviation]) -> str:
     return f"max {units[-1]:.3g}x, median {median:.3g}x float32 noise" + (
         "" if math.isfinite(units[-1]) else " (non-finite)"
     )
+
+
+DETERMINISTIC = (
+    "compared with the stochastic layers off (MigrationCase.before_eval / after_eval)"
+)
+
+
+def with_note(ms: MigrationSubject, check: Any, *args: Any) -> None:
+    """Runs an assertion; its failure says when the comparison was deterministic."""
+    try:
+        check(*args)
+    except AssertionError as exc:
+        if ms.stochastic is None:
+            raise
+        raise AssertionError(f"{exc}\n  ({DETERMINISTIC})") from None
+
+
+def stochastic_note(ms: MigrationSubject) -> str:
+    """What the report says when the comparison was made deterministic: whether
+    the two models, stochastic layers on, agreed as well."""
+    if ms.stochastic is None:
+        return ""
+    evidence = ms.evidence.get("stochastic_loss", [])
+    worst = max((d.units for ex in evidence for d in ex), default=0.0)
+    try:
+        assert_matches_before("loss_matches_before", evidence, hint="")
+    except AssertionError:
+        return (
+            f"{DETERMINISTIC}: with them on, the two losses differ (worst {worst:.3g}x "
+            "float32 noise): the models consume the random key differently, which "
+            "alone is no bug"
+        )
+    return f"{DETERMINISTIC}; with them on, the two models agree as well"

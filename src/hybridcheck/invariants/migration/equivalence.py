@@ -24,7 +24,9 @@ from hybridcheck.invariants.migration.deviation import (
     Deviation,
     assert_matches_before,
     deviation,
+    stochastic_note,
     tree_norm,
+    with_note,
 )
 from hybridcheck.invariants.registry import Invariant, register
 
@@ -94,45 +96,12 @@ _ASSERT = {
 }
 
 
-DETERMINISTIC = (
-    "compared with the stochastic layers off (MigrationCase.before_eval / after_eval)"
-)
-
-
-def _with_note(ms: MigrationSubject, check: Any, *args: Any) -> None:
-    """Runs an assertion; its failure says when the comparison was deterministic."""
-    try:
-        check(*args)
-    except AssertionError as exc:
-        if ms.stochastic is None:
-            raise
-        raise AssertionError(f"{exc}\n  ({DETERMINISTIC})") from None
-
-
 def _record(ms: MigrationSubject, name: str, devs: list[Deviation]) -> None:
     """Records one example's deviations; fails at once past the hard limit (so the
     example can be shrunk), otherwise the verdict waits for all examples."""
     ms.evidence.setdefault(name, []).append(devs)
     if any(d.units > HARD_UNITS for d in devs):
-        _with_note(ms, _ASSERT[name], [devs])
-
-
-def stochastic_note(ms: MigrationSubject) -> str:
-    """What the report says when the comparison was made deterministic: whether
-    the two models, stochastic layers on, agreed as well."""
-    if ms.stochastic is None:
-        return ""
-    evidence = ms.evidence.get("stochastic_loss", [])
-    worst = max((d.units for ex in evidence for d in ex), default=0.0)
-    try:
-        assert_loss_matches_before(evidence)
-    except AssertionError:
-        return (
-            f"{DETERMINISTIC}: with them on, the two losses differ (worst {worst:.3g}x "
-            "float32 noise): the models consume the random key differently, which "
-            "alone is no bug"
-        )
-    return f"{DETERMINISTIC}; with them on, the two models agree as well"
+        with_note(ms, _ASSERT[name], [devs])
 
 
 def conclude(name: str) -> Any:
@@ -140,7 +109,7 @@ def conclude(name: str) -> Any:
         evidence = ms.evidence.get(name, [])
         if not evidence:
             raise InvariantNotApplicable("no example was compared")
-        _with_note(ms, _ASSERT[name], evidence)
+        with_note(ms, _ASSERT[name], evidence)
         return stochastic_note(ms) or None
 
     run.__name__ = f"conclude_{name}"

@@ -274,8 +274,8 @@ def test_every_public_assertion_has_a_table_row():
         name.removeprefix("assert_") for name in inv.__all__ if "assert_" in name
     }
     # Finite differences need float64 and a custom VJP: see the tests below. The
-    # migration assertions judge deviations across examples: tests/test_migration.py;
-    # the partitioning one traces a converter: tests/test_migration_sharding.py.
+    # migration assertions judge deviations across examples: test_migration.py; the
+    # partitioning one traces a converter: test_migration_sharding.py.
     from hybridcheck.invariants import migration
     from hybridcheck.invariants.migration import sharding as partitioning
 

@@ -24,7 +24,7 @@ from hybridcheck.entrypoints import matrix, pairs
 from hybridcheck.entrypoints.cli import main
 from hybridcheck.entrypoints.matrix import MatrixError, Row
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAIRS_FILE = ROOT / "src" / "hybridcheck" / "entrypoints" / "pairs.py"
 
 

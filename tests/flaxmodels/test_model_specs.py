@@ -24,7 +24,7 @@ RULES = (("mlp", "model"), ("embed", None))
 LECUN = nn.initializers.lecun_normal()
 
 # Real-model cases (from_linen / from_nnx) run on the Flax releases of the bridge era,
-# as tests/test_functionalize.py does (0.8.5 has no nnx.Optimizer module).
+# as tests/flaxmodels/test_functionalize.py does (0.8.5 has no nnx.Optimizer module).
 pytestmark = pytest.mark.skipif(not compat.HAS_BRIDGE, reason="needs Flax 0.9+")
 
 

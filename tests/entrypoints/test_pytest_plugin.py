@@ -43,7 +43,8 @@ from hybridcheck.entrypoints.pytest_plugin import invariant_tests
 from hybridcheck.cases.seed import SEED_CASE
 
 CALLS = []
-VERIFY_MODULE = sys.modules["hybridcheck.engine.verify"]  # the package exports the function
+# the package exports the function under the module's name
+VERIFY_MODULE = sys.modules["hybridcheck.engine.verify"]
 _real_verify = VERIFY_MODULE.verify
 
 

@@ -41,7 +41,7 @@ def test_table_shows_counts_failures_and_reasons():
     assert "10 (+2 n/a)" in text
     assert "mine / all_finite FAILED\n[hybridcheck] all_finite: x" in text
     assert "mine / deterministic: not applicable: no devices" in text
-    assert "3 checks on 1 case(s): 1 failed. jax 0.10.2, flax 0.12.8" in text
+    assert "3 invariant results on 1 case(s): 1 failed. jax 0.10.2, flax 0.12.8" in text
 
 
 def test_json_round_trips():

@@ -223,7 +223,7 @@ def test_timeout_is_validated():
 
 
 # Under ci (a sample of examples for the expensive invariants) every mutant of every
-# kind is still rejected: tests/test_mutants_ci.py.
+# kind is still rejected: tests/cases/test_mutants_ci.py.
 
 
 def test_expensive_invariants_run_on_a_sample_and_say_so():
