@@ -363,7 +363,9 @@ def test_this_hybridcheck_is_installed_from_its_source_checkout():
 def test_this_hybridcheck_is_installed_as_it_was_installed_here(
     monkeypatch, direct_url, expected
 ):
-    class Dist:
+    class Dist:  # importlib.metadata.Distribution, as installed from the index
+        version = hybridcheck.__version__
+
         def read_text(self, name):
             assert name == "direct_url.json"
             return json.dumps(direct_url) if direct_url else None

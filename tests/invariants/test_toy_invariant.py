@@ -108,7 +108,8 @@ def test_the_cli_selects_the_toy(
 
 def test_the_plugin_generates_the_toy(toy_family: Any) -> None:
     test = invariant_tests(SEED_CASE)
-    (mark,) = [m for m in test.pytestmark if m.name == "parametrize"]
+    marks = getattr(test, "pytestmark")  # noqa: B009 - set by pytest.mark
+    (mark,) = [m for m in marks if m.name == "parametrize"]
     ids = [p.id for p in mark.args[1]]
     assert f"seed-{TOY}" in ids
 

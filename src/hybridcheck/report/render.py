@@ -56,9 +56,10 @@ def table(self: Report) -> str:
         details.append(f"\nINTERRUPTED: {self.interrupted} (partial report)")
     errors = sum(1 for c in self.cases if c.error)
     could_not_run = f", {errors} case(s) could not run" if errors else ""
+    results = sum(len(c.results) for c in self.cases)
     summary = (
-        f"\n{sum(len(c.results) for c in self.cases)} invariant results on {len(self.cases)} "
-        f"case(s): {len(self.failures())} failed{could_not_run}. "
+        f"\n{results} invariant results on {len(self.cases)} case(s): "
+        f"{len(self.failures())} failed{could_not_run}. "
         f"jax {self.versions['jax']}, flax {self.versions['flax']}, "
         f"profile {self.profile}."
     )
