@@ -1,4 +1,4 @@
-"""HybridCase: field validation naming the case, half labels, the drawn examples."""
+"""HybridCase: half labels, the drawn examples (field checks: test_fields.py)."""
 
 from __future__ import annotations
 
@@ -21,21 +21,7 @@ def make(**overrides):
     return hc.HybridCase(**{**fields, **overrides})
 
 
-@pytest.mark.parametrize(
-    ("overrides", "error", "match"),
-    [
-        ({"init": None}, TypeError, r"HybridCase\('mine'\)\.init must be callable"),
-        ({"batches": 3}, TypeError, r"\.batches must be a Hypothesis strategy.*int"),
-        ({"step": "sgd"}, TypeError, r"\.step must be callable or None, got str"),
-        ({"non_trainable": ("half1",)}, ValueError, r"HybridCase\('mine'\).*no step"),
-        ({"param_seeds": 0}, ValueError, r"HybridCase\('mine'\)\.param_seeds"),
-        ({"lr": -1.0}, ValueError, r"HybridCase\('mine'\)\.lr must be > 0"),
-        ({"name": ""}, TypeError, r"HybridCase\.name must be a non-empty str"),
-    ],
-)
-def test_fields_are_validated_naming_the_case(overrides, error, match):
-    with pytest.raises(error, match=match):
-        make(**overrides)
+# Each field's check at construction: tests/describe/test_fields.py.
 
 
 def test_labels_come_from_the_container_or_halves():

@@ -152,7 +152,7 @@ def test_partition_specs_have_the_structure_of_the_params():
     assert nnx_case(fc1_names=None, fc2_names=None).partition_specs is None
     # A user's value wins; None switches it off.
     assert linen_case("off", partition_specs=None).partition_specs is None
-    with pytest.raises(TypeError, match=r"partition_specs must be callable"):
+    with pytest.raises(TypeError, match=r"partition_specs must be a function"):
         hc.HybridCase(
             name="x",
             init=lambda k: (1.0, 1.0),

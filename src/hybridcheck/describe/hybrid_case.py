@@ -11,6 +11,7 @@ import jax
 from hypothesis import strategies as st
 
 from hybridcheck.describe import strategies as hst
+from hybridcheck.describe.fields import check_hybrid_case
 from hybridcheck.describe.subject import Example, Subject
 from hybridcheck.describe.trees import split_halves
 from hybridcheck.describe.usercode import call
@@ -122,47 +123,10 @@ class HybridCase:
     partition_specs: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(
-                "HybridCase.name must be a non-empty str, got "
-                f"{type(self.name).__name__} {self.name!r}"
-            )
-        for field in ("init", "loss"):
-            if not callable(getattr(self, field)):
-                raise TypeError(
-                    f"HybridCase({self.name!r}).{field} must be callable, got "
-                    f"{type(getattr(self, field)).__name__}"
-                )
-        if not (isinstance(self.batches, st.SearchStrategy) or callable(self.batches)):
-            raise TypeError(
-                f"HybridCase({self.name!r}).batches must be a Hypothesis strategy or "
-                f"a function key -> batch, got {type(self.batches).__name__}"
-            )
-        if self.step is not None and not callable(self.step):
-            raise TypeError(
-                f"HybridCase({self.name!r}).step must be callable or None, got "
-                f"{type(self.step).__name__}"
-            )
-        if self.non_trainable and self.step is None:
-            raise ValueError(
-                f"HybridCase({self.name!r}) has non-trainable halves "
-                f"{self.non_trainable} but no step: the library cannot know how "
-                "your state is updated; pass step=your_train_step"
-            )
-        for field in ("state_fn", "reseed", "tx", "partition_specs"):
-            value = getattr(self, field)
-            if value is not None and not callable(value):
-                raise TypeError(
-                    f"HybridCase({self.name!r}).{field} must be callable or None, "
-                    f"got {type(value).__name__}"
-                )
-        if self.param_seeds < 1:
-            raise ValueError(
-                f"HybridCase({self.name!r}).param_seeds must be >= 1, got "
-                f"{self.param_seeds}"
-            )
-        if isinstance(self.lr, float | int) and not self.lr > 0:
-            raise ValueError(f"HybridCase({self.name!r}).lr must be > 0, got {self.lr}")
+        """Checks every field (``describe.fields``): one line naming the field,
+        what it takes, what was given and the fix; sequences become tuples."""
+        for field, value in check_hybrid_case(self).items():
+            object.__setattr__(self, field, value)
 
     # -- what the verifier needs -------------------------------------------------
 
@@ -194,8 +158,10 @@ class HybridCase:
         if len(trainable) < min_halves:
             raise ValueError(
                 f"[{self.name}] found {len(trainable)} trainable half {trainable}; a "
-                "hybrid case needs two: put a Linen module in bridge.ToNNX (or an NNX "
-                "module in bridge.to_linen), or split a model by path with "
+                "hybrid case needs a second trainable half: the other framework's "
+                "part (from_nnx: a Linen module in bridge.ToNNX, its variables made "
+                "by bridge.lazy_init in model_fn; from_linen: an NNX module in "
+                "bridge.to_linen), or one model split by path with "
                 "halves={'encoder': 'encoder/*', ...}. (A single half is fine as the "
                 "before or after side of a MigrationCase.)"
             )

@@ -17,6 +17,7 @@ import jax
 from hypothesis import strategies as st
 
 from hybridcheck.describe import specs as _partitioning
+from hybridcheck.describe.fields import check_migration_case
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.subject import Example, Subject, to64
 from hybridcheck.describe.trees import leaves
@@ -135,50 +136,9 @@ class MigrationCase:
     after_eval: HybridCase | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(
-                f"MigrationCase.name must be a non-empty str, got {self.name!r}"
-            )
-        for side in ("before", "after"):
-            if not isinstance(getattr(self, side), HybridCase):
-                raise TypeError(
-                    f"MigrationCase({self.name!r}).{side} must be a HybridCase, got "
-                    f"{type(getattr(self, side)).__name__}"
-                )
-        if not callable(self.convert):
-            raise TypeError(
-                f"MigrationCase({self.name!r}).convert must be callable, got "
-                f"{type(self.convert).__name__}"
-            )
-        if self.invert is not None and not callable(self.invert):
-            raise TypeError(
-                f"MigrationCase({self.name!r}).invert must be callable or None, got "
-                f"{type(self.invert).__name__}"
-            )
-        for side in ("before_eval", "after_eval"):
-            if not isinstance(getattr(self, side), HybridCase | None):
-                raise TypeError(
-                    f"MigrationCase({self.name!r}).{side} must be a HybridCase or "
-                    f"None, got {type(getattr(self, side)).__name__}"
-                )
-        if (self.before_eval is None) != (self.after_eval is None):
-            raise ValueError(
-                f"MigrationCase({self.name!r}): set both before_eval and after_eval "
-                "(the two models with stochastic layers off) or neither"
-            )
-        if self.axis_rules is not None and not all(
-            isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str)
-            for r in self.axis_rules
-        ):
-            raise TypeError(
-                f"MigrationCase({self.name!r}).axis_rules must be a sequence of "
-                f"(logical name, mesh axis) pairs, got {self.axis_rules!r:.120}"
-            )
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(
-                f"MigrationCase({self.name!r}).steps must be an int >= 1, got "
-                f"{self.steps!r}"
-            )
+        """Checks every field (``describe.fields``): one line naming the field,
+        what it takes, what was given and the fix."""
+        check_migration_case(self, HybridCase)
 
     def init(self, key: jax.Array) -> Any:
         """The before model's params (the checkpoint the PR converts)."""

@@ -6,10 +6,12 @@ their init, loss or step is a failed invariant (or a case error) with its traceb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hybridcheck import compat
+from hybridcheck.describe.fields import given
 from hybridcheck.engine.case_run import Case, kind, verify_case
 from hybridcheck.engine.profiles import PROFILES
 from hybridcheck.invariants.registry import REGISTRY
@@ -30,6 +32,85 @@ def known_invariants(cases: Iterable[Case] = ()) -> list[str]:
     for c in case_list:
         names += [n for n in c.extra_checks if n not in names]
     return names
+
+
+def _case_list(cases: Any) -> list[Case]:
+    """``cases`` as a list of distinct cases, or a TypeError/ValueError saying why."""
+    kinds = "a HybridCase or MigrationCase, or a list of them"
+    if isinstance(cases, Case):
+        return [cases]
+    if isinstance(cases, str | bytes) or not isinstance(cases, Iterable):
+        raise TypeError(
+            f"cases must be {kinds}, got {given(cases)}; pass the case object "
+            "(hybridcheck verify file.py:NAME loads one by name)"
+        )
+    case_list = list(cases)
+    for c in case_list:
+        if not isinstance(c, Case):
+            raise TypeError(f"cases must be {kinds}, got a list holding {given(c)}")
+    if not case_list:
+        raise ValueError(f"cases is empty: nothing to verify; pass {kinds}")
+    seen: dict[str, Case] = {}
+    for c in case_list:
+        if c.name in seen:
+            what = "the same case" if seen[c.name] is c else "two cases named"
+            again = " more than once" if seen[c.name] is c else ""
+            raise ValueError(
+                f"cases holds {what} {c.name!r}{again}: the report, "
+                "--invariant and pytest ids know a case by its name; pass each case "
+                "once, under a name of its own"
+            )
+        seen[c.name] = c
+    return case_list
+
+
+def _check_invariants(invariants: Any, case_list: list[Case]) -> list[str] | None:
+    """``invariants`` as a list of known names (None: all of them)."""
+    if invariants is None:
+        return None
+    if isinstance(invariants, str) or not isinstance(invariants, Iterable):
+        fix = (
+            f"; write invariants=[{invariants!r}]"
+            if isinstance(invariants, str)
+            else ""
+        )
+        raise TypeError(
+            "invariants must be a list of invariant names or None (all), got "
+            f"{given(invariants)}{fix}"
+        )
+    names = list(invariants)
+    if not names:
+        raise ValueError(
+            "invariants is empty: nothing would be checked; pass None for every "
+            "invariant or a list of names"
+        )
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(
+            f"invariants must hold invariant names (str), got {given(bad[0])}"
+        )
+    known = [*REGISTRY, *(n for c in case_list for n in c.extra_checks)]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(
+            f"invariants names unknown invariants {unknown}; known: {sorted(known)}"
+        )
+    return names
+
+
+def _seconds(name: str, value: Any, *, zero: bool) -> float:
+    """``value`` as a finite number of seconds (> 0, or >= 0 where ``zero``)."""
+    bound = ">= 0" if zero else "> 0"
+    fix = "" if zero else " (None: no limit)"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be a number of seconds {bound}{fix}, got {given(value)}"
+        )
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ValueError(
+            f"{name} must be a finite number of seconds {bound}{fix}, got {value!r}"
+        )
+    return float(value)
 
 
 def verify(
@@ -60,45 +141,31 @@ def verify(
       A :class:`Report`; ``report.ok`` is the verdict, ``report.table()`` the text.
 
     Raises:
-      ValueError: unknown ``profile`` or invariant name; negative ``shrink_seconds``.
-      TypeError: ``cases`` holds something that is not a HybridCase;
-        ``shrink_seconds`` is not a number.
+      ValueError: unknown ``profile`` or invariant name; no case, or two cases
+        with one name; an empty ``invariants``; negative or non-finite
+        ``shrink_seconds``; a ``timeout`` that is not a finite number > 0.
+      TypeError: ``cases`` holds something that is not a HybridCase or
+        MigrationCase; ``invariants`` is a str or holds a non-str; ``progress``
+        is not callable; ``shrink_seconds`` or ``timeout`` is not a number.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    case_list = [cases] if isinstance(cases, Case) else list(cases)
-    for c in case_list:
-        if not isinstance(c, Case):
-            raise TypeError(
-                "cases must be HybridCase or MigrationCase objects, got "
-                f"{type(c).__name__}"
-            )
-    if not case_list:
-        raise ValueError("cases is empty: pass at least one HybridCase")
-    known = known_invariants()
-    unknown = set(invariants or ()) - set(known)
-    if unknown:
+    case_list = _case_list(cases)
+    if not isinstance(profile, str) or profile not in PROFILES:
         raise ValueError(
-            f"unknown invariants {sorted(unknown)}; known: {sorted(known)}"
+            f"profile must be one of {sorted(PROFILES)}, got {given(profile)}"
+        )
+    invariants = _check_invariants(invariants, case_list)
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress must be a function line -> None (e.g. print) or None, got "
+            f"{given(progress)}"
         )
     if shrink_seconds is None:
         shrink_seconds = PROFILES[profile].shrink_seconds
-    if isinstance(shrink_seconds, bool) or not isinstance(shrink_seconds, int | float):
-        raise TypeError(
-            f"shrink_seconds must be a number of seconds, got {shrink_seconds!r}"
-        )
-    if not shrink_seconds >= 0:
-        raise ValueError(f"shrink_seconds must be >= 0, got {shrink_seconds!r}")
+    shrink_seconds = _seconds("shrink_seconds", shrink_seconds, zero=True)
     if timeout is _PROFILE_DEFAULT:
         timeout = PROFILES[profile].timeout
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not timeout > 0
-    ):
-        raise ValueError(
-            f"timeout must be a positive number of seconds or None, got {timeout!r}"
-        )
+    if timeout is not None:
+        timeout = _seconds("timeout", timeout, zero=False)
     say = progress or (lambda _line: None)
     examples = PROFILES[profile].examples
     reports: list[CaseReport] = []
@@ -108,8 +175,8 @@ def verify(
             examples,
             invariants,
             say,
-            float(shrink_seconds),
-            None if timeout is None else float(timeout),
+            shrink_seconds,
+            timeout,
             PROFILES[profile].sample,
         )
         reports.append(report)

@@ -15,12 +15,18 @@ from flax import linen as nn
 
 from hybridcheck import compat
 from hybridcheck.compat import nnx
+from hybridcheck.describe.fields import given
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.trees import InvariantNotApplicable
 from hybridcheck.describe.usercode import call, check_common
 from hybridcheck.flaxmodels import graph as _graph
 from hybridcheck.flaxmodels import specs as model_specs
-from hybridcheck.flaxmodels.functional import Functional, Patterns, loss_value
+from hybridcheck.flaxmodels.functional import (
+    Functional,
+    Patterns,
+    check_options,
+    loss_value,
+)
 from hybridcheck.flaxmodels.halves import OPT, STATE
 from hybridcheck.flaxmodels.opt_half import (
     LR0,
@@ -114,19 +120,36 @@ def from_linen(
       name, batches, halves, lr, sgd, description, options: as in :func:`from_nnx`.
     """
     check_common(name, halves, tx, loss_fn=loss_fn, train_step=train_step)
+    check_options(name, "from_linen", "module", batches, options)
     if not isinstance(module, nn.Module):
+        fix = (
+            f"; write module={module.__name__}(...), an instance"
+            if isinstance(module, type) and issubclass(module, nn.Module)
+            else ""
+        )
         raise TypeError(
-            f"[{name}] module must be a Linen module instance, got {module!r:.80}"
+            f"[{name}] module must be a Linen module instance, got {given(module)}{fix}"
         )
     if not isinstance(init_args, tuple | list):
         raise TypeError(
             f"[{name}] init_args must be a tuple of example inputs for module.init, "
             f"e.g. (jnp.zeros((1, 4)),); got {type(init_args).__name__}"
         )
+    if init_kwargs is not None and not isinstance(init_kwargs, Mapping):
+        raise TypeError(
+            f"[{name}] init_kwargs must be a dict of keyword inputs for module.init "
+            f"or None, got {given(init_kwargs)}; e.g. init_kwargs={{'train': False}}"
+        )
     kwargs = dict(init_kwargs or {})
-    for arg, fn in {"make_state": make_state, "read_state": read_state}.items():
+    for arg, fn in {
+        "make_state": make_state,
+        "read_state": read_state,
+        "rngs": rngs,
+    }.items():
         if fn is not None and not callable(fn):
-            raise TypeError(f"[{name}] {arg} must be callable or None")
+            raise TypeError(
+                f"[{name}] {arg} must be a function or None, got {given(fn)}"
+            )
     if train_state is None:
         from flax.training import train_state as flax_train_state
 

@@ -12,11 +12,17 @@ import jax
 
 from hybridcheck import compat
 from hybridcheck.compat import nnx
+from hybridcheck.describe.fields import given
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.usercode import call, check_common
 from hybridcheck.flaxmodels import graph as _graph
 from hybridcheck.flaxmodels import specs as model_specs
-from hybridcheck.flaxmodels.functional import Functional, Patterns, loss_value
+from hybridcheck.flaxmodels.functional import (
+    Functional,
+    Patterns,
+    check_options,
+    loss_value,
+)
 from hybridcheck.flaxmodels.halves import OPT, RNG
 from hybridcheck.flaxmodels.opt_half import (
     LR0,
@@ -96,10 +102,30 @@ def from_nnx(
     check_common(
         name, halves, tx, model_fn=model_fn, loss_fn=loss_fn, train_step=train_step
     )
+    if isinstance(model_fn, nnx.Module):
+        raise TypeError(
+            f"[{name}] model_fn must be a function rngs -> nnx.Module, got the "
+            f"{type(model_fn).__name__} instance itself; write model_fn=lambda rngs: "
+            f"nnx.bridge.lazy_init({type(model_fn).__name__}(rngs), example_input): "
+            "every init builds a fresh model"
+        )
+    check_options(name, "from_nnx", "model_fn", batches, options)
     if stochastic is not None and not isinstance(stochastic, bool):
-        raise TypeError(f"[{name}] stochastic must be True, False or None")
-    with _graph.spot_linen_dropout() as dropouts:
+        raise TypeError(
+            f"[{name}] stochastic must be True, False or None (None: look for "
+            f"Dropout layers), got {given(stochastic)}"
+        )
+    with _graph.spot_linen_dropout() as linen_calls:
         template = _build_nnx(name, model_fn, jax.random.PRNGKey(0))
+    dropouts = [m for m in linen_calls if m is not None]
+    unbuilt = _graph.unbuilt_to_nnx(template, len(linen_calls))
+    if unbuilt:
+        raise ValueError(
+            f"[{name}] model_fn returned a model whose bridge.ToNNX ({unbuilt}) "
+            "never ran its Linen module, so it holds no Linen parameters: call "
+            "bridge.lazy_init in model_fn (model_fn=lambda rngs: "
+            "nnx.bridge.lazy_init(Model(rngs), example_input))"
+        )
     graphdef = nnx.split(template)[0]
     layout = _graph.nnx_layout(name, template, halves)
     wrt = nnx.Param if wrt is None else wrt

@@ -12,6 +12,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hypothesis import strategies as st
+
+from hybridcheck.describe.fields import given
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.flaxmodels.halves import OPT, Layout
 from hybridcheck.flaxmodels.opt_half import PlainTree
@@ -19,6 +22,52 @@ from hybridcheck.flaxmodels.opt_half import PlainTree
 Patterns = Mapping[str, str | Sequence[str]]
 
 _AUTO = ("state_fn", "reseed", "rng_halves", "partition_specs")
+
+
+_SET_BY_US = {"init": "{init}", "loss": "loss_fn", "step": "train_step"}
+_OWN = {"name", "batches", "halves", "non_trainable", "lr", "sgd", "description", "tx"}
+
+
+def check_options(
+    name: str, origin: str, init: str, batches: Any, options: Mapping[str, Any]
+) -> None:
+    """What ``from_nnx`` / ``from_linen`` (``origin``) pass on to HybridCase,
+    checked before the model is touched: ``init``/``loss``/``step`` and
+    ``non_trainable`` are made from the model (``init`` names what makes params),
+    any other option must be a HybridCase field, ``batches`` a source of batches.
+
+    Raises:
+      TypeError: an option that is not a field it passes on, or bad ``batches``.
+    """
+    passed_on = sorted(
+        f.name
+        for f in dataclasses.fields(HybridCase)
+        if f.name not in _OWN and f.name not in _SET_BY_US
+    )
+    for key in options:
+        if key in _SET_BY_US:
+            ours = _SET_BY_US[key].format(init=init)
+            raise TypeError(
+                f"[{name}] {origin} got {key}=..., a HybridCase field it makes itself "
+                f"from {ours}: pass {ours}=... instead of {key}=..."
+            )
+        if key == "non_trainable":
+            raise TypeError(
+                f"[{name}] {origin} got non_trainable=...: it reads the state halves "
+                "from the model (and the optimizer's 'opt'); to leave parameters "
+                "untrained on purpose pass frozen=fn(half, path)"
+            )
+        if key not in passed_on:
+            raise TypeError(
+                f"[{name}] {origin} got an unexpected argument {key!r}; besides its "
+                f"own it takes the HybridCase fields {passed_on}"
+            )
+    if not (isinstance(batches, st.SearchStrategy) or callable(batches)):
+        raise TypeError(
+            f"[{name}] {origin}: batches must be a Hypothesis strategy of batches or "
+            f"a function key -> batch, got {given(batches)}; wrap fixed data in "
+            "st.just(batch) or st.sampled_from([batch, ...])"
+        )
 
 
 def _is_sgd(tx: Any) -> bool:

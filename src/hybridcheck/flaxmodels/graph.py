@@ -41,6 +41,7 @@ __all__ = [
     "nnx_stochastic",
     "spot_linen_dropout",
     "spot_to_linen",
+    "unbuilt_to_nnx",
 ]
 
 
@@ -118,17 +119,32 @@ def nnx_stochastic(model: Any, linen_dropouts: int = 0) -> bool:
 @contextlib.contextmanager
 def spot_linen_dropout() -> Iterator[list[Any]]:
     """Collects every Linen ``nn.Dropout`` with ``rate > 0`` called inside the block
-    (in training or in eval mode: eval mode left on in training is a bug to catch)."""
+    (in training or in eval mode: eval mode left on in training is a bug to catch),
+    and ``None`` once for every other Linen module called (:func:`unbuilt_to_nnx`)."""
     seen: list[Any] = []
 
     def spot(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         module: Any = context.module
-        if isinstance(module, nn.Dropout) and float(module.rate) > 0:
-            seen.append(module)
+        dropout = isinstance(module, nn.Dropout) and float(module.rate) > 0
+        seen.append(module if dropout else None)
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(spot):
         yield seen
+
+
+def unbuilt_to_nnx(model: Any, linen_calls: int) -> list[str]:
+    """The paths of ``model``'s ``bridge.ToNNX`` wrappers when no Linen module ran
+    while it was built (``linen_calls == 0``): a ToNNX creates its Linen variables
+    on its first call, so without ``bridge.lazy_init`` they hold none."""
+    to_nnx, _ = compat.bridge_wrapper_types()
+    if to_nnx is None or linen_calls:
+        return []
+    return [
+        path_str(path) or "the model itself"
+        for path, sub in compat.iter_submodules(model)
+        if isinstance(sub, to_nnx)
+    ]
 
 
 def linen_variables(variables: Mapping[str, Any]) -> dict[str, Any]:

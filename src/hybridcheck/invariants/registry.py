@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 
+from hybridcheck.describe.fields import INVARIANT_NAMES
 from hybridcheck.describe.subject import TRAJECTORY_STEPS
 
 __all__ = [
@@ -127,12 +128,14 @@ def register(*rows: Invariant) -> None:
                 "report line, the README row and assert_<name>)"
             )
         REGISTRY[row.name] = row
+        INVARIANT_NAMES.add(row.name)  # no case's extra_checks may take it
 
 
 def unregister(name: str) -> Invariant:
     """Removes and returns the row ``name`` (for tests that register a toy)."""
     if name not in REGISTRY:
         raise KeyError(f"no invariant {name!r} is registered; known: {list(REGISTRY)}")
+    INVARIANT_NAMES.discard(name)
     return REGISTRY.pop(name)
 
 
