@@ -53,8 +53,9 @@ def _case_list(cases: Any) -> list[Case]:
     seen: dict[str, Case] = {}
     for c in case_list:
         if c.name in seen:
-            what = "the same case" if seen[c.name] is c else "two cases named"
-            again = " more than once" if seen[c.name] is c else ""
+            same = seen[c.name] is c
+            what = "the same case" if same else "two cases with the same name"
+            again = " more than once" if same else ""
             raise ValueError(
                 f"cases holds {what} {c.name!r}{again}: the report, "
                 "--invariant and pytest ids know a case by its name; pass each case "
