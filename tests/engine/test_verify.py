@@ -4,7 +4,11 @@ its bug, user errors become reported failures, misuse raises."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -96,9 +100,12 @@ def test_failures_are_shrunk():
     assert result.status == FAILED
     assert "not shrunk" not in result.counterexample
     # Shrunk to the first shape bucket, an unbatched x (rank 1: no nested rows).
-    assert re.search(r"batch=\(array\(\[[^\[]", result.counterexample), (
+    assert re.search(r"batch: \[0\] float32\[\d+\] ", result.counterexample), (
         result.counterexample
     )
+    # what was drawn, never the parameter arrays
+    assert "Array(" not in result.counterexample
+    assert result.counterexample.endswith("(shrunk)")
 
 
 def test_a_crashing_step_is_a_reported_failure_not_a_crash():
@@ -113,7 +120,12 @@ def test_a_crashing_step_is_a_reported_failure_not_a_crash():
     assert result.status == FAILED
     assert "RuntimeError: boom in user code" in result.message
     # shrink_seconds=0: the first failing example, reported as it was found.
-    assert result.counterexample.endswith("(not shrunk: shrink_seconds=0)")
+    assert result.counterexample.endswith(
+        "(first failing example; not shrunk: shrink_seconds=0)"
+    )
+    # the user's line, not hybridcheck's frames
+    assert "test_verify.py" in result.message
+    assert "hybridcheck/engine" not in result.message
 
 
 def test_a_crashing_init_is_reported():
@@ -124,7 +136,8 @@ def test_a_crashing_init_is_reported():
     report = hc.verify(case, profile="dev")
     assert not report.ok
     assert "cannot build model" in report.cases[0].error
-    assert "could not be set up" in report.table()
+    assert "bad-init: could not run" in report.table()
+    assert report.exit_code == 1
 
 
 def test_non_sgd_step_reports_sgd_invariants_not_applicable():
@@ -228,20 +241,23 @@ def test_a_hanging_step_is_reported_within_its_budget():
     )
     assert time.perf_counter() - start < 30
     results = {r.invariant: r for r in report.cases[0].results}
-    running = results["update_is_descent"]
-    assert running.status == FAILED
-    assert "the case's 2 s budget (--timeout) ran out while this invariant ran" in (
-        running.message
+    timed_out = report.cases[0].timed_out
+    # the call that did not return, named as itself, not as an invariant's failure
+    assert "the case's 2 s budget (--timeout) ran out: the user's step did not " in (
+        timed_out
     )
-    assert running.counterexample.startswith("Example(")
+    assert "example: lr=" in timed_out
+    assert results["update_is_descent"].status == NOT_APPLICABLE
+    assert "not finished" in results["update_is_descent"].message
     assert results["all_finite"].status == NOT_APPLICABLE
     assert "not run" in results["all_finite"].message
-    assert not report.ok
+    assert (report.verdict, report.exit_code) == ("timed out", 5)
 
 
 def test_ctrl_c_returns_the_partial_report():
     def interrupted(params, batch, lr):
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)  # a person pressing Ctrl-C
+        time.sleep(5)  # the signal arrives at once; never reached
 
     cases = [
         dataclasses.replace(SEED_CASE, name="first", extra_checks={}),
@@ -254,6 +270,33 @@ def test_ctrl_c_returns_the_partial_report():
     assert report.cases[0].results[0].status == HELD
     assert not report.ok
     assert "INTERRUPTED" in report.table()
+    assert report.exit_code == 130
+
+
+@pytest.mark.parametrize(
+    ("ending", "said"),
+    [
+        (lambda: sys.exit(0), "called sys.exit(0)"),
+        (lambda: os._exit(0), "called os._exit(0)"),
+        (lambda: (_ for _ in ()).throw(KeyboardInterrupt), "raised KeyboardInterrupt"),
+        (lambda: (_ for _ in ()).throw(GeneratorExit), "raised GeneratorExit"),
+    ],
+    ids=["sys.exit", "os._exit", "KeyboardInterrupt", "BaseException"],
+)
+def test_user_code_ending_the_run_aborts_it(ending, said):
+    def ends(params, batch, lr):
+        ending()
+
+    cases = [
+        dataclasses.replace(SEED_CASE, name="ends", step=ends),
+        dataclasses.replace(SEED_CASE, name="never-run"),
+    ]
+    report = hc.verify(cases, profile="dev", invariants=["all_finite"])
+    assert (report.verdict, report.exit_code) == ("aborted", 4)
+    assert said in report.aborted
+    assert "test_verify.py" in report.aborted  # the user's line
+    assert [c.case for c in report.cases] == ["ends"]
+    assert report.table().splitlines()[0].startswith("hybridcheck: ABORTED (exit 4)")
 
 
 # Under ci (a sample of examples for the expensive invariants) every mutant of every

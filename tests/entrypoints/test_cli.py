@@ -1,4 +1,10 @@
-"""The hybridcheck command line: exit codes 0 / 1 / 2, targets, JSON."""
+"""The hybridcheck command line: exit codes 0 / 1 / 2, targets, JSON.
+
+``main`` supervises a worker process (one jax import more per call), so tests of
+the report's content call ``verify_in_process``, the command the worker runs; the
+first test goes through ``main`` end to end. Supervision itself:
+test_supervise.py; the bad-input corpus: test_bad_inputs.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import textwrap
 
 import pytest
 
-from hybridcheck.entrypoints.cli import main
+from hybridcheck.entrypoints.cli import main, verify_in_process
 
 USER_FILE = textwrap.dedent(
     """
@@ -56,7 +62,7 @@ def test_good_file_target_exits_0_and_writes_json(user_file, tmp_path, capsys):
 
 
 def test_broken_step_exits_1_naming_the_invariant(user_file, capsys):
-    code = main(
+    code = verify_in_process(
         [
             "verify",
             f"{user_file}:BROKEN",
@@ -74,7 +80,7 @@ def test_broken_step_exits_1_naming_the_invariant(user_file, capsys):
 
 
 def test_callable_target_returning_a_list(user_file, capsys):
-    code = main(
+    code = verify_in_process(
         [
             "verify",
             f"{user_file}:both",
@@ -134,7 +140,7 @@ def test_python_dash_m_entry_point():
 
 def test_junit_and_markdown_reports_are_written(user_file, tmp_path):
     junit, markdown = tmp_path / "r.xml", tmp_path / "r.md"
-    code = main(
+    code = verify_in_process(
         [
             "verify",
             f"{user_file}:both",
@@ -165,7 +171,7 @@ def test_progress_lines_only_when_asked_or_at_a_terminal(user_file, capsys):
         "--invariant",
         "all_finite",
     ]
-    assert main(argv) == 0
+    assert verify_in_process(argv) == 0
     assert "searched in" not in capsys.readouterr().err  # not a terminal: quiet
-    assert main([*argv, "--progress"]) == 0
+    assert verify_in_process([*argv, "--progress"]) == 0
     assert "user-good: searched in" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_verdict_is_false_on_a_failure_or_a_case_error():
     assert not report(held, error="init raised").ok
 
 
-def test_table_shows_counts_failures_and_reasons():
+def test_table_reads_top_down():
     text = report(
         InvariantResult("sgd_update", HELD, examples=10, skipped_examples=2),
         InvariantResult(
@@ -38,10 +38,58 @@ def test_table_shows_counts_failures_and_reasons():
         ),
         InvariantResult("deterministic", NOT_APPLICABLE, message="no devices"),
     ).table()
-    assert "10 (+2 n/a)" in text
-    assert "mine / all_finite FAILED\n[hybridcheck] all_finite: x" in text
-    assert "mine / deterministic: not applicable: no devices" in text
-    assert "3 invariant results on 1 case(s): 1 failed. jax 0.10.2, flax 0.12.8" in text
+    lines = text.splitlines()
+    # the verdict and the failed invariants first, then the cause, then the table
+    assert lines[0] == (
+        "hybridcheck: FAILED (exit 1): 1 failed on case 'mine': all_finite"
+    )
+    assert lines[1].startswith(
+        "3 invariant results on 1 case: 2 ran (1 held, 1 failed)"
+    )
+    assert text.index("── mine / all_finite FAILED ──") < text.index("10 (+2 n/a)")
+    assert "[hybridcheck] all_finite: x" in text
+    # n/a collapsed into one section after the table, grouped by reason
+    assert (
+        "1 invariant results did not apply:\n  mine: deterministic: no devices" in text
+    )
+    assert lines[-1].startswith("verdict: FAILED (exit 1).")
+
+
+def test_verdicts_and_exit_codes():
+    held = InvariantResult("sgd_update", HELD, examples=3)
+    never = InvariantResult("sgd_update", HELD, examples=0)
+    na = InvariantResult("roundtrip", NOT_APPLICABLE, message="no invert")
+    assert (report(held).verdict, report(held).exit_code) == ("passed", 0)
+    assert (report(never).verdict, report(never).exit_code) == ("nothing ran", 3)
+    assert report(na).exit_code == 3
+    assert "none of its 1 selected invariants applied" in report(na).table()
+    selected = report(held, na)
+    selected.selected = ["roundtrip"]
+    assert selected.exit_code == 3
+    assert "--invariant roundtrip applied to no case: no invert" in selected.table()
+    aborted = report(held)
+    aborted.aborted = "user code called sys.exit(0)"
+    assert (aborted.verdict, aborted.exit_code) == ("aborted", 4)
+    timed = Report([CaseReport("mine", [held], timed_out="budget")], "dev", VERSIONS)
+    assert (timed.verdict, timed.exit_code) == ("timed out", 5)
+
+
+def test_failures_sharing_leaves_are_one_block():
+    def failure(name, line):
+        return InvariantResult(
+            name, FAILED, message=f"[hybridcheck] {name}:\n  - {line}"
+        )
+
+    text = report(
+        failure("update_is_descent", "half 'nnx' leaf ['w']: did not move"),
+        failure("sgd_update", "half 'nnx' leaf ['w'][0, 1]: 0 vs -0.1"),
+        failure("all_finite", "half 'linen' leaf ['b']: nan"),
+    ).table()
+    assert "2 invariants FAILED on one cause" in text
+    assert "failed: update_is_descent, sgd_update" in text
+    assert "  sgd_update: half 'nnx' leaf ['w'][0, 1]: 0 vs -0.1" in text
+    assert "── mine / all_finite FAILED ──" in text
+    assert text.count("[hybridcheck] update_is_descent") == 1
 
 
 def test_json_round_trips():
@@ -86,4 +134,4 @@ def test_markdown_table_and_failure_details():
     ).to_markdown()
     assert text.startswith("### hybridcheck: FAILED")
     assert "| mine | `sgd_update` | ✅ held | 10 |" in text
-    assert "<details><summary>mine / all_finite</summary>" in text
+    assert "<details open><summary>mine / all_finite FAILED</summary>" in text

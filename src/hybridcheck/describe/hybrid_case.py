@@ -222,8 +222,8 @@ class HybridCase:
             return cache[seed]
 
         return st.builds(
-            Example,
-            st.integers(0, self.param_seeds - 1).map(params_for),
+            lambda seed, batch, lr: Example(params_for(seed), batch, lr, seed),
+            st.integers(0, self.param_seeds - 1),
             self.batch_strategy(),
             self.lr_strategy(),
         )

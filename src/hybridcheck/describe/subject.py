@@ -31,11 +31,13 @@ the fewest that shows a leaf whose gradient is zero only at initialisation (LoRA
 
 
 class Example(NamedTuple):
-    """One drawn input: parameters by half, a batch, a learning rate."""
+    """One drawn input: parameters by half, a batch, a learning rate, and the
+    ``init`` seed the parameters came from (None when they were given)."""
 
     params: Any
     batch: Any
     lr: float
+    seed: int | None = None
 
 
 def to64(tree: PyTree) -> PyTree:

@@ -1,11 +1,37 @@
-"""Calling the user's code: checking what was passed, and naming it when it raises."""
+"""Calling the user's code: checking what was passed, naming it when it raises, and
+showing the user's own frames of a traceback (never hybridcheck's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+import sysconfig
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["UserCodeError", "call", "check_common"]
+__all__ = [
+    "UserCodeError",
+    "active_call",
+    "call",
+    "check_common",
+    "format_error",
+    "is_user_frame",
+    "user_site",
+]
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LIBRARY_DIRS = tuple(
+    {
+        os.path.abspath(p) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    }
+)
+_CALLS: list[tuple[str, str, float]] = []
+"""The user calls in progress (case, where, start): what did not return on a
+timeout."""
 
 
 class UserCodeError(Exception):
@@ -16,10 +42,29 @@ class UserCodeError(Exception):
 
     def __init__(self, case: str, where: str, error: BaseException) -> None:
         self.case, self.where, self.error = case, where, error
+        site = user_site(error)
+        at = f" at {site}" if site else ""
         super().__init__(
-            f"[{case}] the user's {where} raised {type(error).__name__}: {error} "
-            "(this is your code, not hybridcheck's; the traceback above shows where)"
+            f"[{case}] the user's {where} raised {type(error).__name__}: {error}{at} "
+            "(your code, not hybridcheck's)"
         )
+
+
+def active_call() -> tuple[str, str, float] | None:
+    """The innermost user call still running: (case, where, seconds so far)."""
+    if not _CALLS:
+        return None
+    case, where, start = _CALLS[-1]
+    return case, where, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _calling(case: str, where: str) -> Iterator[None]:
+    _CALLS.append((case, where, time.perf_counter()))
+    try:
+        yield
+    finally:
+        _CALLS.pop()
 
 
 def call(case: str, where: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -28,11 +73,68 @@ def call(case: str, where: str, fn: Callable[..., Any], *args: Any) -> Any:
     from hybridcheck.describe.trees import InvariantNotApplicable
 
     try:
-        return fn(*args)
+        with _calling(case, where):
+            return fn(*args)
     except (UserCodeError, InvariantNotApplicable):
         raise
     except Exception as err:
         raise UserCodeError(case, where, err) from err
+
+
+def is_user_frame(filename: str) -> bool:
+    """A frame of the user's code: not hybridcheck's, not the standard library's,
+    not an installed package's (jax, flax, optax, hypothesis, ...)."""
+    path = os.path.abspath(filename)
+    if filename.startswith("<") or path.startswith(_PACKAGE + os.sep):
+        return False
+    return not any(path.startswith(d) for d in _LIBRARY_DIRS)
+
+
+def _frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """Every frame of ``exc``'s traceback and of the exceptions that caused it."""
+    frames: list[traceback.FrameSummary] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = list(traceback.extract_tb(current.__traceback__)) + frames
+        current = current.__cause__ or current.__context__
+    return frames
+
+
+def user_site(exc: BaseException) -> str:
+    """``file.py:12 in my_step``: the innermost user frame of ``exc`` ("" if none)."""
+    user = [f for f in _frames(exc) if is_user_frame(f.filename)]
+    if not user:
+        return ""
+    f = user[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+
+def format_error(exc: BaseException, *, debug: bool = False, limit: int = 6) -> str:
+    """The exception for a person: the user's frames (innermost last, at most
+    ``limit``), then the line that raised; every frame with ``debug``."""
+    original = exc.error if isinstance(exc, UserCodeError) else exc
+    if debug:
+        return "".join(traceback.format_exception(original)).rstrip()
+    frames = _frames(original)
+    user = [f for f in frames if is_user_frame(f.filename)][-limit:]
+    lines = [
+        f'  File "{f.filename}", line {f.lineno}, in {f.name}'
+        + (f"\n    {f.line.strip()}" if f.line else "")
+        for f in user
+    ]
+    last = frames[-1] if frames else None
+    if last is not None and not is_user_frame(last.filename):
+        where = (
+            "hybridcheck" if _PACKAGE in os.path.abspath(last.filename) else "a library"
+        )
+        lines.append(
+            f"  raised inside {where}: {os.path.basename(last.filename)}:{last.lineno}"
+            f" in {last.name}"
+        )
+    message = "".join(traceback.format_exception_only(original)).strip()
+    return "\n".join([*lines, message]) if lines else message
 
 
 def check_common(name: Any, halves: Any, tx: Any, **fns: Any) -> None:

@@ -1,12 +1,11 @@
 """A case's time budget: an alarm that interrupts a case which runs too long.
 
 Two halves: :class:`~hybridcheck.engine.search.Running` checks the deadline between
-checks
-(cooperative, works in any thread), and on the main thread of a POSIX process an
-interval timer raises :class:`~hybridcheck.engine.search.CaseTimeout` in the middle of a
-check, so a step that loops forever in Python is interrupted too. A step that never
-returns from compiled code cannot be interrupted from Python: the CLI's watchdog
-(``hybridcheck verify --timeout``) ends the process then.
+checks (cooperative, works in any thread), and on the main thread of a POSIX process
+an interval timer raises :class:`~hybridcheck.engine.search.CaseTimeout` in the
+middle of a check, naming the user call that had not returned, so a step that loops
+forever in Python is interrupted too. A step that never returns from compiled code
+cannot be interrupted from Python: the CLI's supervisor ends the worker then.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hybridcheck.describe.usercode import active_call
 from hybridcheck.engine.search import CaseTimeout, Running
 
 
@@ -38,7 +38,7 @@ def budget(running: Running, seconds: float | None) -> Iterator[None]:
         return
 
     def on_alarm(_signum: int, _frame: Any) -> None:
-        raise CaseTimeout
+        raise CaseTimeout(active_call())
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import functools
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+from hypothesis import strategies as st
 
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.migration_case import MigrationCase
+from hybridcheck.describe.subject import Example
+from hybridcheck.describe.usercode import UserCodeError, format_error
+from hybridcheck.engine import cut as _cut
 from hybridcheck.engine import search as _search
 from hybridcheck.engine.budget import budget
+from hybridcheck.engine.guard import abort_reason
 from hybridcheck.invariants import InvariantNotApplicable
 from hybridcheck.invariants.registry import REGISTRY, static_not_applicable
 from hybridcheck.report.results import (
@@ -34,11 +38,6 @@ Case = HybridCase | MigrationCase
 def kind(case: Case) -> str:
     """``"migration"`` for a MigrationCase, ``"step"`` for a HybridCase."""
     return "migration" if isinstance(case, MigrationCase) else "step"
-
-
-def _short(value: Any, limit: int = 600) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _run_extra(extra: Callable[[Any, Any, float], None], _s: Any, e: Any) -> None:
@@ -71,13 +70,24 @@ def verify_case(
     shrink_seconds: float,
     timeout: float | None,
     sample: int | None = None,
+    example: Example | None = None,
 ) -> tuple[CaseReport, str]:
-    """One case's report, and why it was cut short ("" if it was not)."""
+    """One case's report, and why it was cut short ("" if it was not; ``aborted:
+    ...`` when user code ended the run, ``interrupted ...`` on Ctrl-C).
+    ``example``: run that one example only (a reproduced counterexample)."""
     try:
         subject = case.subject(case.init(jax.random.PRNGKey(0)))
     except Exception as exc:  # noqa: BLE001
-        error = "".join(traceback.format_exception(exc)[-8:])
+        error = (f"{exc}\n" if isinstance(exc, UserCodeError) else "") + format_error(
+            exc, debug=_search.DEBUG.get()
+        )
         return CaseReport(case.name, [], error=error), ""
+    except KeyboardInterrupt as exc:
+        return _cut.stopped(case, exc)
+    except (_search.CaseTimeout, _search.ShrinkBudgetSpent):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code ended the run
+        return _cut.stopped(case, exc)
     checks: dict[str, _search.Check] = {
         n: inv.check for n, inv in REGISTRY.items() if inv.kind == kind(case)
     }
@@ -111,11 +121,13 @@ def verify_case(
                 progress,
                 shrink_seconds,
                 sample,
+                example,
             )
-    except _search.CaseTimeout:
-        cut = f"the case's {timeout:g} s budget (--timeout) ran out"
-    except KeyboardInterrupt:
-        cut = "interrupted (Ctrl-C)"
+    except _search.CaseTimeout as exc:
+        cut = _cut.timeout_text(timeout, exc, running)
+    except BaseException as exc:  # noqa: BLE001 - Ctrl-C, or user code ending the run
+        why = abort_reason(exc)
+        cut = "interrupted (Ctrl-C)" if why is None else f"aborted: {why}"
     else:
         if error:
             report = CaseReport(
@@ -123,12 +135,13 @@ def verify_case(
             )
             return report, ""
     if cut:
-        _cut_short(cut, tallies, results, running)
+        _cut.cut_short(cut, case, tallies, results, running)
     report = CaseReport(
         case.name,
         [results[n] for n in selected],
         traces=subject.traced.count,
         shape_buckets=len(subject.shapes_seen),
+        timed_out=cut if cut.startswith("the case's") else "",
     )
     return report, cut
 
@@ -144,11 +157,12 @@ def _run(
     progress: Callable[[str], None],
     shrink_seconds: float,
     sample: int | None,
+    example: Example | None,
 ) -> str:
     """Search, shrink failures, conclude; fills ``results``. Returns a drawing error."""
     progress(f"{case.name}: {len(active)} invariants, {examples} examples ...")
     start = time.perf_counter()
-    drawn = case.examples()
+    drawn = case.examples() if example is None else st.just(example)
     error = (
         _search.search(
             active,
@@ -171,9 +185,9 @@ def _run(
         return error
     for name, tally in tallies.items():
         result = results[name]
-        _fill(result, tally)
+        _cut.fill(result, tally)
         if tally.failure is not None:
-            shrunk, note = None, " (not shrunk: shrink_seconds=0)"
+            shrunk, note = None, "first failing example; not shrunk: shrink_seconds=0"
             if shrink_seconds > 0:
                 progress(f"{case.name}: {name} failed; shrinking ...")
                 start = time.perf_counter()
@@ -187,55 +201,12 @@ def _run(
                     running,
                 )
                 result.seconds += time.perf_counter() - start
-                note = " (not reproduced alone; not shrunk)"
-            message, example = shrunk or tally.failure
+                note = "first failing example; not reproduced alone, not shrunk"
+            message, failing = shrunk or tally.failure
             result.status, result.message = FAILED, message
-            result.counterexample = _short(example) + ("" if shrunk else note)
+            result.cause = tally.cause
+            _cut.record(result, case, failing, "shrunk" if shrunk else note)
     for name in active:
         running.start(name, "the conclusion over all examples")
         _conclude(name, subject, results[name])
     return ""
-
-
-def _fill(result: InvariantResult, tally: _search.Tally) -> None:
-    """A result from what the search learned (n/a if no example applied)."""
-    result.examples = tally.examples
-    result.skipped_examples = len(tally.na_reasons)
-    result.not_sampled = tally.not_sampled
-    result.seconds = tally.seconds
-    if tally.failure is None and tally.examples == 0:
-        result.status = NOT_APPLICABLE
-        reason = tally.na_reasons[0] if tally.na_reasons else "no example drawn"
-        result.message = f"no example met the precondition: {reason}"
-
-
-def _cut_short(
-    why: str,
-    tallies: dict[str, _search.Tally],
-    results: dict[str, InvariantResult],
-    running: _search.Running,
-) -> None:
-    """Results of a case cut short: the invariant that was running fails, naming
-    the example; what finished keeps its verdict; the rest is not run."""
-    for name, tally in tallies.items():
-        result = results[name]
-        if result.status != HELD:  # already final: failed, or n/a with its reason
-            continue
-        if tally.failure is not None:
-            _fill(result, tally)
-            result.status, result.message = FAILED, tally.failure[0]
-            result.counterexample = _short(tally.failure[1]) + " (not shrunk)"
-        elif name == running.invariant:
-            _fill(result, tally)
-            result.status = FAILED
-            result.message = (
-                f"[hybridcheck] {name}: {why} while this invariant ran on the example "
-                "below: a step that hangs (an endless loop, a blocking call), or a "
-                "case too slow for the budget (raise --timeout)"
-            )
-            result.counterexample = _short(running.example)
-        elif tally.examples or tally.na_reasons:
-            _fill(result, tally)
-            result.message = f"partial: {why} after {tally.examples} examples"
-        else:
-            result.status, result.message = NOT_APPLICABLE, f"not run: {why}"

@@ -8,9 +8,9 @@ within a time budget.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
 from hybridcheck.describe.subject import Example, shape_key
-from hybridcheck.describe.usercode import UserCodeError
+from hybridcheck.describe.usercode import UserCodeError, format_error
 from hybridcheck.invariants import PREFIX, InvariantNotApplicable
 
 Check = Callable[[Any, Example], None]
@@ -28,19 +28,34 @@ NA_FACTOR = 4
 """A sampled invariant tries at most this many times its target of examples."""
 
 
+DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("debug", default=False)
+"""``verify(debug=True)``: tracebacks keep hybridcheck's own frames."""
+
+
 def failure_message(name: str, exc: BaseException) -> str:
     """The report's message for an invariant that raised ``exc``, saying whose code
-    raised it: the case's (its loss, step, ...) or the checking itself."""
+    raised it: the case's (its loss, step, ...) or the checking itself. The user's
+    frames are shown, hybridcheck's only under ``DEBUG``."""
     if isinstance(exc, AssertionError):
         return str(exc)
-    tail = "".join(traceback.format_exception(exc)[-6:])
+    tail = format_error(exc, debug=DEBUG.get())
     if isinstance(exc, UserCodeError):  # a finding about the user's code
-        return f"{PREFIX} {name}: {exc}\n{tail}"
+        return f"{exc}\n{tail}"
     return (
         f"{PREFIX} {name}: checking raised {type(exc).__name__}: {exc} (not in the "
         "case's loss or step: a case field that does not fit, or a hybridcheck bug "
-        f"to report)\n{tail}"
+        f"to report; --debug shows where)\n{tail}"
     )
+
+
+def failure_cause(exc: BaseException) -> str:
+    """What a failure is about when it is not an invariant's own verdict: the user
+    call that raised (the same for every invariant it blocks)."""
+    if isinstance(exc, UserCodeError):
+        return str(exc)
+    if not isinstance(exc, AssertionError):
+        return f"checking raised {type(exc).__name__}: {exc}"
+    return ""
 
 
 class _AllFailed(Exception):
@@ -49,7 +64,12 @@ class _AllFailed(Exception):
 
 class CaseTimeout(BaseException):  # noqa: N818 - a signal, not an error
     """The case's time budget ran out. A BaseException so that neither Hypothesis
-    nor the checks' ``except Exception`` swallow it."""
+    nor the checks' ``except Exception`` swallow it. ``call``: the user call that
+    had not returned, ``(case, where, seconds)``, if one was running."""
+
+    def __init__(self, call: tuple[str, str, float] | None = None) -> None:
+        super().__init__(call)
+        self.call = call
 
 
 @dataclasses.dataclass
@@ -82,6 +102,7 @@ class Tally:
     na_reasons: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     failure: tuple[str, Example] | None = None
+    cause: str = ""
     not_sampled: int = 0
     buckets: set[str] = dataclasses.field(default_factory=set)
 
@@ -157,6 +178,7 @@ def search(
                 tally.na_reasons.append(str(exc))
             except Exception as exc:  # noqa: BLE001 - a failure is a finding
                 tally.failure = (failure_message(name, exc), example)
+                tally.cause = failure_cause(exc)
                 applicable = True
             else:
                 tally.examples += 1
@@ -173,11 +195,13 @@ def search(
     except (_AllFailed, Unsatisfiable, FailedHealthCheck):
         pass
     except Exception as exc:  # noqa: BLE001 - init or batches crashed while drawing
-        return "".join(traceback.format_exception(exc)[-8:])
+        return (str(exc) + "\n" if isinstance(exc, UserCodeError) else "") + (
+            format_error(exc, debug=DEBUG.get())
+        )
     return ""
 
 
-class _ShrinkBudgetSpent(BaseException):  # noqa: N818 - a signal, not an error
+class ShrinkBudgetSpent(BaseException):  # noqa: N818 - a signal, not an error
     """Stops Hypothesis mid-shrink. A BaseException so Hypothesis does not take it
     for a failure of the test (it catches Exception) and lets it through at once."""
 
@@ -204,7 +228,7 @@ def shrink(
     @given(example=drawn)
     def prop(example: Example) -> None:
         if best and time.perf_counter() > best["deadline"]:
-            raise _ShrinkBudgetSpent
+            raise ShrinkBudgetSpent
         running.start(name, example)
         try:
             check(subject, example)
@@ -220,6 +244,6 @@ def shrink(
 
     try:
         prop()
-    except (_ShrinkBudgetSpent, Exception):  # noqa: BLE001 - we report `best`
+    except (ShrinkBudgetSpent, Exception):  # noqa: BLE001 - we report `best`
         pass
     return (best["message"], best["example"]) if best else None

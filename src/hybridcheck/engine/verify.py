@@ -11,9 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hybridcheck import compat
+from hybridcheck.describe.examples import decode, replay
 from hybridcheck.describe.fields import given
 from hybridcheck.engine.case_run import Case, kind, verify_case
+from hybridcheck.engine.guard import guarded
 from hybridcheck.engine.profiles import PROFILES
+from hybridcheck.engine.search import DEBUG
 from hybridcheck.invariants.registry import REGISTRY
 from hybridcheck.report.results import CaseReport, Report
 
@@ -122,6 +125,8 @@ def verify(
     progress: Callable[[str], None] | None = None,
     shrink_seconds: float | None = None,
     timeout: Any = _PROFILE_DEFAULT,
+    debug: bool = False,
+    reproduce: str | None = None,
 ) -> Report:
     """Checks every applicable invariant on each case, under Hypothesis.
 
@@ -134,9 +139,18 @@ def verify(
       shrink_seconds: how long each failed invariant may shrink its counterexample
         (default: the profile's); 0 reports the first failing example found.
       timeout: seconds each case may take (default: the profile's; None: no
-        limit). A case that overruns reports the invariant and example it was
-        running as failed, with everything finished before. Ctrl-C stops the run
-        and returns the partial report (``report.interrupted`` says so).
+        limit). A case that overruns is reported as timed out, naming the call
+        that did not return and the invariant and example it was running, with
+        everything finished before. Ctrl-C stops the run and returns the partial
+        report (``report.interrupted`` says so).
+      debug: tracebacks in the report keep hybridcheck's own frames (by default
+        only the user's frames and the line that raised are shown).
+      reproduce: a failure's ``reproduce`` blob (from a report): run exactly that
+        example of the case it names, and only that case.
+
+    User code cannot end the run: ``sys.exit``, ``os._exit``, a
+    ``KeyboardInterrupt`` it raises itself or another ``BaseException`` stops the
+    run with ``report.aborted`` naming the user's line (``report.exit_code`` 4).
 
     Returns:
       A :class:`Report`; ``report.ok`` is the verdict, ``report.table()`` the text.
@@ -170,17 +184,43 @@ def verify(
     say = progress or (lambda _line: None)
     examples = PROFILES[profile].examples
     reports: list[CaseReport] = []
-    for c in case_list:
-        report, cut = verify_case(
-            c,
-            examples,
-            invariants,
-            say,
-            shrink_seconds,
-            timeout,
-            PROFILES[profile].sample,
-        )
-        reports.append(report)
-        if cut.startswith("interrupted"):
-            return Report(reports, profile, compat.versions(), interrupted=cut)
-    return Report(reports, profile, compat.versions())
+    selected = list(invariants) if invariants is not None else None
+    replayed = None
+    if reproduce is not None:
+        payload = decode(reproduce)
+        case_list = [c for c in case_list if c.name == payload["case"]]
+        if not case_list:
+            raise ValueError(
+                f"reproduce: the blob is for case {payload['case']!r}, which is not "
+                "among the cases given; pass that case"
+            )
+        replayed = replay(case_list[0], payload)
+    token = DEBUG.set(bool(debug))
+    try:
+        with guarded():
+            for c in case_list:
+                report, cut = verify_case(
+                    c,
+                    examples,
+                    invariants,
+                    say,
+                    shrink_seconds,
+                    timeout,
+                    PROFILES[profile].sample,
+                    replayed,
+                )
+                reports.append(report)
+                if cut.startswith(("interrupted", "aborted")):
+                    return Report(
+                        reports,
+                        profile,
+                        compat.versions(),
+                        interrupted=cut if cut.startswith("interrupted") else "",
+                        aborted=cut.removeprefix("aborted: ")
+                        if cut.startswith("aborted")
+                        else "",
+                        selected=selected,
+                    )
+    finally:
+        DEBUG.reset(token)
+    return Report(reports, profile, compat.versions(), selected=selected)

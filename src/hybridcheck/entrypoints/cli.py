@@ -1,103 +1,62 @@
-"""``hybridcheck verify`` — the PR gate's command line.
+"""``hybridcheck verify`` — the PR gate's command line, and ``hybridcheck matrix``.
 
-Exit codes: 0 every invariant holds; 1 an invariant failed, including a case that
-overran its ``--timeout`` (a step that hangs is a broken step: the report names the
-invariant and example it was running); 2 the target could not be loaded or the
-arguments are wrong (one line on stderr says why); 130 interrupted by Ctrl-C (the
-partial report is printed first).
+``main`` is the command: it checks the command line up front (exit 2, one line),
+then runs the verifier in a supervised worker process
+(:mod:`~hybridcheck.entrypoints.supervise`), so that nothing user code does can end
+the run as a pass. ``verify_in_process`` is the same command in this process (what
+the worker runs; tests and notebooks may call it). Exit codes: see ``EXIT_HELP``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
-import pathlib
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from hybridcheck.engine.profiles import PROFILES
+from hybridcheck.entrypoints.options import problems, timeout_seconds
+from hybridcheck.entrypoints.targets import TargetError, load_target
+from hybridcheck.report.results import EXIT_CODES
 
-__all__ = ["main", "load_target"]
+__all__ = ["EXIT_HELP", "TargetError", "load_target", "main", "verify_in_process"]
+
+EXIT_HELP = (
+    "exit codes:\n"
+    + "\n".join(f"  {code:3d}  {verdict}" for verdict, code in EXIT_CODES.items())
+    + (
+        "\n0 only when every selected invariant ran on at least one example and held; "
+        "user code that exits, crashes or hangs never passes."
+    )
+)
 
 
-class TargetError(Exception):
-    """A TARGET that cannot be turned into HybridCases (exit code 2)."""
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line (exit 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def load_target(target: str) -> list[Any]:
-    """Loads ``path/to/file.py:NAME`` or ``package.module:NAME`` as HybridCases.
-
-    NAME may be a HybridCase, a list/tuple of them, or a zero-argument callable
-    returning either.
-
-    Raises:
-      TargetError: with a one-line reason.
-    """
-    from hybridcheck.describe.hybrid_case import HybridCase
-    from hybridcheck.describe.migration_case import MigrationCase
-
-    case_types = (HybridCase, MigrationCase)
-
-    module_part, sep, name = target.rpartition(":")
-    if not sep or not module_part or not name:
-        raise TargetError(
-            "TARGET must be 'path/to/file.py:NAME' or 'package.module:NAME', "
-            f"got {target!r}"
-        )
+def _timeout(text: str) -> float:
     try:
-        if module_part.endswith(".py") or "/" in module_part:
-            path = pathlib.Path(module_part)
-            if not path.is_file():
-                raise TargetError(f"no such file: {module_part}")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None:
-                raise TargetError(f"cannot import {module_part}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_part)
-    except TargetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the user's module failed to import
-        raise TargetError(
-            f"importing {module_part} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not hasattr(module, name):
-        raise TargetError(f"{module_part} has no attribute {name!r}")
-    obj = getattr(module, name)
-    if callable(obj) and not isinstance(obj, case_types):
-        try:
-            obj = obj()
-        except Exception as exc:  # noqa: BLE001
-            raise TargetError(
-                f"calling {name}() failed: {type(exc).__name__}: {exc}"
-            ) from exc
-    cases = [obj] if isinstance(obj, case_types) else obj
-    if (
-        not isinstance(cases, list | tuple)
-        or not cases
-        or not all(isinstance(c, case_types) for c in cases)
-    ):
-        raise TargetError(
-            f"{target} must be a HybridCase or MigrationCase, a non-empty list of "
-            f"them, or a callable returning one; got {type(obj).__name__}"
-        )
-    return list(cases)
+        return timeout_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hybridcheck",
         description="Property-based verification of hybrid Flax Linen + NNX training.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    verify = sub.add_parser("verify", help="check every invariant on hybrid cases")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    verify = sub.add_parser(
+        "verify",
+        help="check every invariant on hybrid cases",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verify.add_argument(
         "targets",
         nargs="*",
@@ -121,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         metavar="SECONDS",
         help="seconds each case may take (default: the profile's; 0: no limit)",
     )
@@ -131,7 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--markdown",
         metavar="PATH",
-        help="write the table as Markdown (a CI job summary, a PR comment)",
+        help="write the report as Markdown (a CI job summary, a PR comment)",
+    )
+    verify.add_argument(
+        "--reproduce",
+        metavar="BLOB",
+        help="run exactly one failing example: the blob of a report's `reproduce:` "
+        "line, or @FILE holding it",
+    )
+    verify.add_argument(
+        "--debug",
+        action="store_true",
+        help="tracebacks with hybridcheck's own frames (default: yours only)",
     )
     _add_matrix(sub)
     return parser
@@ -193,98 +163,45 @@ def _add_matrix(sub: Any) -> None:
     )
 
 
-def _watchdog(seconds: float) -> threading.Timer:
-    """Ends the process if the run outlives every case's budget by a margin: a step
-    stuck inside compiled code cannot be interrupted from Python."""
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace | None, int]:
+    """The parsed command line, or None and the exit code (argparse, --help)."""
+    try:
+        return _parser().parse_args(argv), 0
+    except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
+        return None, int(exc.code or 0)
 
-    def fire() -> None:
-        print(
-            f"hybridcheck: error: still running {seconds:.0f} s after start, past "
-            "every case's --timeout: a step is stuck inside compiled code (an "
-            "endless lax.while_loop, a collective waiting for a device); exiting",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(1)
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
+def usage_problems(args: argparse.Namespace) -> bool:
+    found = problems(args)
+    for line in found:
+        print(f"hybridcheck verify: error: {line}", file=sys.stderr)
+    return bool(found)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``hybridcheck``; returns the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
+    """Entry point of ``hybridcheck`` (and ``python -m hybridcheck``); the exit code."""
+    args, code = parse_args(argv)
+    if args is None:
+        return code
     if args.command == "matrix":
         from hybridcheck.entrypoints.matrix import run
 
         return run(args)
-
-    from hybridcheck.cases import builtin_cases
-    from hybridcheck.engine.verify import verify
-
+    if usage_problems(args):
+        return EXIT_CODES["usage"]
     if args.list:
-        for case in builtin_cases():
-            print(f"{case.name:28s} {case.description}")
-        return 0
-    try:
-        cases = (
-            [c for t in args.targets for c in load_target(t)]
-            if args.targets
-            else builtin_cases()
-        )
-    except TargetError as exc:
-        print(f"hybridcheck: error: {exc}", file=sys.stderr)
-        return 2
+        return verify_in_process(["verify", "--list"])
+    from hybridcheck.entrypoints.supervise import run as supervised
 
-    start = time.perf_counter()
+    return supervised(list(sys.argv[1:] if argv is None else argv), args)
 
-    # Progress with elapsed time per case goes to a person at a terminal; a CI log
-    # gets it when asked (--progress); --quiet silences it everywhere.
-    show = not args.quiet and (args.progress or sys.stderr.isatty())
 
-    def progress(line: str) -> None:
-        if show and not line.endswith("..."):
-            print(
-                f"[{time.perf_counter() - start:6.1f}s] {line}",
-                file=sys.stderr,
-                flush=True,
-            )
+def verify_in_process(argv: Sequence[str], *, status: str | None = None) -> int:
+    """``hybridcheck verify`` in this process (see
+    :func:`hybridcheck.entrypoints.in_process.verify_in_process`)."""
+    from hybridcheck.entrypoints import in_process
 
-    timeout: Any = PROFILES[args.profile].timeout
-    if args.timeout is not None:
-        timeout = args.timeout or None
-    watchdog = _watchdog(timeout * len(cases) + 120.0) if timeout else None
-    try:
-        report = verify(
-            cases,
-            profile=args.profile,
-            invariants=args.invariant,
-            progress=progress,
-            timeout=timeout,
-        )
-    except (ValueError, TypeError) as exc:
-        print(f"hybridcheck: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-    print(report.table())
-    for path, text in (
-        (args.json, report.to_json),
-        (args.junit, report.to_junit),
-        (args.markdown, report.to_markdown),
-    ):
-        if path:
-            pathlib.Path(path).write_text(text())
-    if report.interrupted:
-        return 130
-    return 0 if report.ok else 1
+    return in_process.verify_in_process(argv, status=status)
 
 
 if __name__ == "__main__":  # pragma: no cover
