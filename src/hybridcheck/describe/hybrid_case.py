@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from hybridcheck.describe import strategies as hst
 from hybridcheck.describe.fields import check_hybrid_case
+from hybridcheck.describe.returns import check_batch, checked_loss
 from hybridcheck.describe.subject import Example, Subject
 from hybridcheck.describe.trees import split_halves
 from hybridcheck.describe.usercode import call
@@ -173,7 +174,7 @@ class HybridCase:
         ``min_halves=1`` for a side of a migration, which may be pure Linen or NNX.
         """
         labels = self.labels(example_params, min_halves=min_halves)
-        loss = _named(self.name, "loss", self.loss)
+        loss = checked_loss(self.name, self.loss)
         step = (
             _named(self.name, "step", self.step)
             if self.step is not None
@@ -207,10 +208,15 @@ class HybridCase:
         return st.just(float(self.lr))
 
     def batch_strategy(self) -> st.SearchStrategy[Any]:
+        """Batches, each checked (a tree of finite arrays: ``check_batch``)."""
         if isinstance(self.batches, st.SearchStrategy):
-            return self.batches
-        batch_fn = self.batches
-        return st.integers(0, MAX_SEED).map(lambda s: batch_fn(jax.random.PRNGKey(s)))
+            drawn = self.batches
+        else:
+            batch_fn = self.batches
+            drawn = st.integers(0, MAX_SEED).map(
+                lambda s: call(self.name, "batches", batch_fn, jax.random.PRNGKey(s))
+            )
+        return drawn.map(functools.partial(check_batch, self.name))
 
     def examples(self) -> st.SearchStrategy[Example]:
         """Examples: params from one of ``param_seeds`` cached inits, a batch, an lr."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from hybridcheck import compat
 from hybridcheck.describe._typing import PyTree
+from hybridcheck.describe.returns import check_step_output
 from hybridcheck.describe.tracing import TraceCounter
 from hybridcheck.describe.trees import join_halves, split_halves
 
@@ -208,12 +209,16 @@ class Subject:
     def run_jitted(self, e: Example) -> Any:
         """The step under ``jax.jit``, recording the input shapes for the budget."""
         self.shapes_seen.add(str(shape_key(e)))
-        return self.jitted(e.params, e.batch, e.lr)
+        return check_step_output(
+            self.name, e.params, self.jitted(e.params, e.batch, e.lr)
+        )
 
     def run_eager(self, e: Example) -> Any:
         """The step op by op (``jax.disable_jit``): what a Python-level bug changes."""
         with jax.disable_jit():
-            return self.step(e.params, e.batch, e.lr)
+            return check_step_output(
+                self.name, e.params, self.step(e.params, e.batch, e.lr)
+            )
 
     # -- per-example memo -----------------------------------------------------------
     # Several invariants need the same gradient, jitted step or eager step of one

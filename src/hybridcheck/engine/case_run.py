@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.migration_case import MigrationCase
 from hybridcheck.describe.subject import Example
-from hybridcheck.describe.usercode import UserCodeError, format_error
+from hybridcheck.describe.usercode import UserCodeError, call, format_error
 from hybridcheck.engine import cut as _cut
 from hybridcheck.engine import search as _search
 from hybridcheck.engine.budget import budget
@@ -75,8 +75,15 @@ def verify_case(
     """One case's report, and why it was cut short ("" if it was not; ``aborted:
     ...`` when user code ended the run, ``interrupted ...`` on Ctrl-C).
     ``example``: run that one example only (a reproduced counterexample)."""
+    setup = _search.Running()
+    setup.invariant = "the setup (init)"
     try:
-        subject = case.subject(case.init(jax.random.PRNGKey(0)))
+        with budget(setup, timeout):
+            params = call(case.name, "init", case.init, jax.random.PRNGKey(0))
+            subject = case.subject(params)
+    except _search.CaseTimeout as exc:
+        text = _cut.timeout_text(timeout, exc, setup)
+        return CaseReport(case.name, [], timed_out=text), text
     except Exception as exc:  # noqa: BLE001
         error = (f"{exc}\n" if isinstance(exc, UserCodeError) else "") + format_error(
             exc, debug=_search.DEBUG.get()
@@ -84,8 +91,6 @@ def verify_case(
         return CaseReport(case.name, [], error=error), ""
     except KeyboardInterrupt as exc:
         return _cut.stopped(case, exc)
-    except (_search.CaseTimeout, _search.ShrinkBudgetSpent):
-        raise
     except BaseException as exc:  # noqa: BLE001 - user code ended the run
         return _cut.stopped(case, exc)
     checks: dict[str, _search.Check] = {
@@ -130,9 +135,7 @@ def verify_case(
         cut = "interrupted (Ctrl-C)" if why is None else f"aborted: {why}"
     else:
         if error:
-            report = CaseReport(
-                case.name, [], error=f"drawing an example raised:\n{error}"
-            )
+            report = CaseReport(case.name, [], error=error)
             return report, ""
     if cut:
         _cut.cut_short(cut, case, tallies, results, running)

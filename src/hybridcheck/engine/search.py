@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
+from hybridcheck.describe.returns import BadReturn
 from hybridcheck.describe.subject import Example, shape_key
 from hybridcheck.describe.usercode import UserCodeError, format_error
 from hybridcheck.invariants import PREFIX, InvariantNotApplicable
@@ -37,6 +38,8 @@ def failure_message(name: str, exc: BaseException) -> str:
     raised it: the case's (its loss, step, ...) or the checking itself. The user's
     frames are shown, hybridcheck's only under ``DEBUG``."""
     if isinstance(exc, AssertionError):
+        return str(exc)
+    if isinstance(exc, BadReturn):  # what came back is the whole story
         return str(exc)
     tail = format_error(exc, debug=DEBUG.get())
     if isinstance(exc, UserCodeError):  # a finding about the user's code
@@ -195,9 +198,11 @@ def search(
     except (_AllFailed, Unsatisfiable, FailedHealthCheck):
         pass
     except Exception as exc:  # noqa: BLE001 - init or batches crashed while drawing
-        return (str(exc) + "\n" if isinstance(exc, UserCodeError) else "") + (
-            format_error(exc, debug=DEBUG.get())
-        )
+        if isinstance(exc, BadReturn):
+            return str(exc)
+        if isinstance(exc, UserCodeError):
+            return f"{exc}\n{format_error(exc, debug=DEBUG.get())}"
+        return f"drawing an example raised:\n{format_error(exc, debug=DEBUG.get())}"
     return ""
 
 

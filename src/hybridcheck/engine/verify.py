@@ -7,6 +7,7 @@ their init, loss or step is a failed invariant (or a case error) with its traceb
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -197,7 +198,13 @@ def verify(
         replayed = replay(case_list[0], payload)
     token = DEBUG.set(bool(debug))
     try:
-        with guarded():
+        with guarded(), warnings.catch_warnings():
+            # A NaN or Inf reaching hybridcheck's own tolerance arithmetic is
+            # all_finite's finding, reported there once; numpy's RuntimeWarnings
+            # from our modules would repeat it on stderr as noise.
+            warnings.filterwarnings(
+                "ignore", category=RuntimeWarning, module=r"hybridcheck\."
+            )
             for c in case_list:
                 report, cut = verify_case(
                     c,

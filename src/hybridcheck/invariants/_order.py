@@ -65,6 +65,8 @@ def _close_problems(
                 f"{path}: {names[0]} shape {e_.shape} vs {names[1]} {a_.shape}"
             )
             continue
+        if not np.isfinite(leaf_atol):  # a non-finite update: all_finite's finding
+            leaf_atol = 0.0
         bad = ~np.isclose(a_, e_, rtol=rtol, atol=leaf_atol, equal_nan=True)
         if np.any(bad):
             i = tuple(np.argwhere(bad)[0])

@@ -1,7 +1,9 @@
 """One cause, one block: failures of a case that share what they are about.
 
 A failure's cause is, in order: the cause the engine recorded (the user call that
-raised, with its exception), else the halves and leaves its problem lines name
+raised, with its exception), else non-finite values if it reports a NaN or Inf
+(every comparison then fails; ``all_finite`` says where), else the halves and
+leaves its problem lines name
 (element indices dropped: ``['kernel'][0, 1]`` is ``['kernel']``), else the
 invariant alone. Failures of one case with the same cause are one block: a step that
 drops the NNX half's update fails three invariants about the same two leaves, and
@@ -20,6 +22,9 @@ __all__ = ["Cause", "case_causes", "cause_of", "causes"]
 
 _LEAF = re.compile(r"half '([^']+)' leaf ((?:\[[^\]]*\])+)")
 _INDEX = re.compile(r"(\[\d+(?:, *\d+)*\])+$")
+_NONFINITE = re.compile(r"(?<![\w.])-?(nan|inf)(?![\w])", re.IGNORECASE)
+NONFINITE = "non-finite values (NaN/Inf) in the loss, gradient or update"
+"""One cause for every failure a NaN or Inf produces: all_finite names where."""
 
 
 @dataclasses.dataclass
@@ -56,6 +61,9 @@ def cause_of(result: InvariantResult) -> str:
     """The cause of a failed result (see the module docstring)."""
     if result.cause:
         return result.cause
+    problems = [ln for ln in result.message.splitlines() if ln.strip().startswith("- ")]
+    if any(_NONFINITE.search(line) for line in problems):
+        return NONFINITE
     leaves = _leaves(result.message)
     if leaves:
         shown = ", ".join(leaves[:4]) + (f" (+{len(leaves) - 4})" if leaves[4:] else "")
@@ -75,6 +83,19 @@ def case_causes(case: CaseReport) -> list[Cause]:
             blocks[key].others.append(r)
         else:
             blocks[key] = Cause(case.case, key, [r.invariant], r, [])
+    nonfinite = blocks.get(NONFINITE)
+    if nonfinite is not None and "all_finite" in nonfinite.invariants[1:]:
+        # all_finite says where the NaN is: the root, shown first
+        root = next(o for o in nonfinite.others if o.invariant == "all_finite")
+        nonfinite.others = [
+            nonfinite.first,
+            *(o for o in nonfinite.others if o is not root),
+        ]
+        nonfinite.first = root
+        nonfinite.invariants = [
+            "all_finite",
+            *(n for n in nonfinite.invariants if n != "all_finite"),
+        ]
     return list(blocks.values())
 
 

@@ -44,6 +44,11 @@ def headline(self: Report) -> str:
             else f"{len(cases_failed)} of {len(self.cases)} cases"
         )
         errors = sum(bool(c.error) for c in self.cases)
+        broken = [c for c in self.cases if c.error]
+        if not failed and len(broken) == 1:
+            first = broken[0].error.strip().splitlines()[0]
+            about = f"case {broken[0].case!r} could not run: {first}"
+            return f"hybridcheck: {verdict} (exit {code}): {about}"
         what = f"{len(failed)} failed" if failed else ""
         what += (", " if what and errors else "") + (
             f"{errors} case(s) could not run" if errors else ""

@@ -1,0 +1,121 @@
+"""What the user's functions must give back, checked where it comes back: a loss is
+one floating scalar, a step returns the params' own tree, a batch is a tree of
+finite arrays. A violation is named as itself, blamed on the function that returned
+it (:class:`BadReturn`), once for every invariant it blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybridcheck.describe.usercode import UserCodeError, call
+
+__all__ = ["EXTREME", "BadReturn", "check_batch", "check_step_output", "checked_loss"]
+
+EXTREME = 1e18
+"""A batch value beyond this overflows float32 when squared (max 3.4e38): a batches
+strategy that draws it tests float32 overflow, not the step."""
+
+
+class BadReturn(UserCodeError):
+    """The user's ``where`` returned (or drew) something it must not."""
+
+    def __init__(self, case: str, where: str, problem: str) -> None:
+        Exception.__init__(
+            self,
+            f"[{case}] the user's {where} {problem} (your code, not hybridcheck's)",
+        )
+        self.case, self.where, self.error = case, where, TypeError(problem)
+
+
+def _kind(value: Any) -> str:
+    """What ``value`` is, in words that do not depend on the precision it ran in."""
+    if value is None:
+        return "None"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        if jnp.issubdtype(value.dtype, jnp.floating):
+            return f"a float array of shape {tuple(value.shape)}"
+        return f"a {value.dtype}{list(value.shape)} array"
+    return f"a {type(value).__name__}"
+
+
+def checked_loss(case: str, loss: Callable[..., Any]) -> Callable[..., Any]:
+    """``loss`` (named as the user's) that must return one floating scalar."""
+
+    def checked(params: Any, batch: Any) -> Any:
+        out = call(case, "loss", loss, params, batch)
+        try:
+            value = None if out is None else jnp.asarray(out)
+        except (TypeError, ValueError):
+            value = None
+        if (
+            value is None
+            or value.shape != ()
+            or not jnp.issubdtype(value.dtype, jnp.floating)
+        ):
+            fix = (
+                "reduce it to one number (jnp.mean)"
+                if value is not None and value.shape != ()
+                else "return one float, e.g. jnp.mean((pred - y) ** 2)"
+            )
+            raise BadReturn(
+                case,
+                "loss",
+                f"returned {_kind(out)}; a loss returns one floating scalar: {fix}",
+            )
+        return out
+
+    return checked
+
+
+def check_step_output(case: str, params: Any, new: Any) -> Any:
+    """``new`` if it has the params' tree; else the step is named for it."""
+    want, got = jax.tree.structure(params), jax.tree.structure(new)
+    if want != got:
+        raise BadReturn(
+            case,
+            "step",
+            f"returned {str(got)[:300]}, another tree than the params it was given "
+            f"({str(want)[:300]}): return the params container with every half and "
+            "leaf (same nesting and keys)",
+        )
+    return new
+
+
+def check_batch(case: str, batch: Any) -> Any:
+    """``batch`` if it is a tree of arrays with finite, bounded floating values."""
+    leaves = jax.tree_util.tree_flatten_with_path(batch)[0]
+    if not leaves:
+        raise BadReturn(case, "batches", f"drew {_kind(batch)}, a batch with no array")
+    for path, leaf in leaves:
+        where = jax.tree_util.keystr(path) or "the batch"
+        try:
+            arr = np.asarray(leaf)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.dtype == object:
+            raise BadReturn(
+                case, "batches", f"drew {_kind(leaf)} at {where}, not an array"
+            )
+        if np.issubdtype(arr.dtype, np.inexact):
+            if not np.all(np.isfinite(arr)):
+                raise BadReturn(
+                    case,
+                    "batches",
+                    f"drew a non-finite value (inf or nan) at {where}: bound the "
+                    "strategy (allow_nan=False, allow_infinity=False, min/max_value)",
+                )
+            if arr.size and np.max(np.abs(arr)) > EXTREME:
+                raise BadReturn(
+                    case,
+                    "batches",
+                    f"drew {np.max(np.abs(arr)):.3g} at {where}, beyond {EXTREME:g} "
+                    "(its square overflows float32): bound the strategy "
+                    "(min_value/max_value)",
+                )
+    return batch
