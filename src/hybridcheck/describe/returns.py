@@ -73,18 +73,40 @@ def checked_loss(case: str, loss: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def _children(tree: Any) -> dict[str, Any] | None:
+    if isinstance(tree, dict):
+        return {str(k): v for k, v in tree.items()}
+    if hasattr(tree, "_asdict"):
+        return dict(tree._asdict())
+    if isinstance(tree, tuple | list):
+        return {str(i): v for i, v in enumerate(tree)}
+    return None
+
+
 def check_step_output(case: str, params: Any, new: Any) -> Any:
-    """``new`` if it has the params' tree; else the step is named for it."""
+    """``new`` if it has the params' tree; else the step is named for it, with the
+    half whose tree changed."""
     want, got = jax.tree.structure(params), jax.tree.structure(new)
-    if want != got:
-        raise BadReturn(
-            case,
-            "step",
-            f"returned {str(got)[:300]}, another tree than the params it was given "
-            f"({str(want)[:300]}): return the params container with every half and "
-            "leaf (same nesting and keys)",
-        )
-    return new
+    if want == got:
+        return new
+    old_halves, new_halves = _children(params), _children(new)
+    where = ""
+    if old_halves and new_halves and old_halves.keys() == new_halves.keys():
+        changed = [
+            f"half {k!r}: {str(jax.tree.structure(new_halves[k]))[:200]} where the "
+            f"params have {str(jax.tree.structure(v))[:200]}"
+            for k, v in old_halves.items()
+            if jax.tree.structure(v) != jax.tree.structure(new_halves[k])
+        ]
+        where = "; ".join(changed)
+    detail = where or f"{str(got)[:300]} where the params have {str(want)[:300]}"
+    raise BadReturn(
+        case,
+        "step",
+        f"returned new params with another tree structure ({detail}): return the "
+        "params container with every half and leaf, same nesting and keys (a half "
+        "dropped, returned twice or wrapped twice breaks the next step)",
+    )
 
 
 def check_batch(case: str, batch: Any) -> Any:

@@ -1,10 +1,10 @@
 """``hybridcheck matrix``: the user's cases verified on each (flax, jax) release pair.
 
 One uv environment per pair of :mod:`~hybridcheck.entrypoints.pairs` (kept in
-``--envs``, reused
-while what it holds is unchanged, logs beside it) holds the user's project and this
-hybridcheck; ``hybridcheck verify`` runs there. Table: a row per pair (and axis), a
-column per case: pass / fails <invariant> / n/a / cannot import: <upstream error>.
+``--envs``, reused while what it holds is unchanged, logs beside it) holds the
+user's project and this hybridcheck; ``hybridcheck verify`` runs there. Table: a
+row per pair (and axis), a column per case: pass / fails <invariant> / n/a /
+timed out / cannot import: <upstream error>.
 """
 
 from __future__ import annotations
@@ -84,11 +84,9 @@ def select_rows(selection: Sequence[str], axes: Sequence[str] = ()) -> list[Row]
 
 
 def nox_parametrize(*selection: str) -> Any:
-    """``nox.parametrize(("flax", "jax"), ...)`` over the pairs ``--pairs`` selects.
-
-    For a user's noxfile (README "Use it in your CI"); install ``*pairs.pins(flax,
-    jax)`` in the session. Ids read ``(flax='0.12.8', jax='0.10.2')`` as in ours.
-    """
+    """``nox.parametrize(("flax", "jax"), ...)`` over the pairs ``--pairs`` selects,
+    for a user's noxfile (README "Use it in your CI"); install ``*pairs.pins(flax,
+    jax)`` in the session. Ids read ``(flax='0.12.8', jax='0.10.2')`` as in ours."""
     import nox
 
     pairs = list(dict.fromkeys((r.flax, r.jax) for r in select_rows(selection)))
@@ -100,6 +98,8 @@ def cell(case: dict[str, Any]) -> str:
     """One case's verdict on one row, from its entry in verify's JSON report."""
     if case.get("error"):
         return "error: " + case["error"].strip().splitlines()[0][:160]
+    if case.get("timed_out"):
+        return "timed out: " + case["timed_out"].strip().splitlines()[0][:160]
     results = case.get("results", [])
     failed = [r["invariant"] for r in results if r["status"] == "failed"]
     if failed:
@@ -121,13 +121,14 @@ def last_error_line(log: str) -> str:
 
 def outcome(code: int, report: dict[str, Any] | None, log: str) -> dict[str, Any]:
     """A row's ``pass`` / ``fail`` / ``error`` (did not run) from verify's outcome."""
-    if report is None or code not in (0, 1):
+    # 3: nothing ran (n/a on this release); 2 and 4 leave no per-case verdict
+    if report is None or code not in (0, 1, 3, 5):
         line = last_error_line(log)
         if code == 2 or line.startswith(("ImportError", "ModuleNotFoundError")):
             return {"status": "error", "error": f"cannot import: {line}"}
         return {"status": "error", "error": f"stopped (exit {code}): {line}"}
     cells = {c["case"]: cell(c) for c in report["cases"]}
-    ok = code == 0 and all(c in ("pass", "n/a") for c in cells.values())
+    ok = code in (0, 3) and all(c in ("pass", "n/a") for c in cells.values())
     return {"status": "pass" if ok else "fail", "cells": cells, "report": report}
 
 

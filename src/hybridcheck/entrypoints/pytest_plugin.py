@@ -120,7 +120,12 @@ def invariant_tests(
     def test(hybrid_case: Any, invariant: str, request: pytest.FixtureRequest) -> None:
         from hybridcheck.report.results import FAILED, NOT_APPLICABLE
 
-        case_report = _report_for(request.config, hybrid_case, invariant).cases[0]
+        report = _report_for(request.config, hybrid_case, invariant)
+        if report.aborted:  # user code tried to end the run: never a skip
+            pytest.fail(f"the run was aborted: {report.aborted}", pytrace=False)
+        case_report = report.cases[0]
+        if case_report.timed_out:
+            pytest.fail(f"timed out: {case_report.timed_out}", pytrace=False)
         if case_report.error:
             pytest.fail(
                 f"case {hybrid_case.name!r} could not be set up:\n{case_report.error}"
