@@ -272,3 +272,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: route overheads vs pure JAX, seed step compiles, suite cost."""
     _install(session, *NEWEST)
     session.run("python", "benchmarks/run.py", *session.posargs, env=HOST_DEVICES)
+    session.run("python", "benchmarks/supervision.py")

@@ -87,7 +87,7 @@ def check_step_output(case: str, params: Any, new: Any) -> Any:
     """``new`` if it has the params' tree; else the step is named for it, with the
     half whose tree changed."""
     want, got = jax.tree.structure(params), jax.tree.structure(new)
-    if want == got:
+    if str(want) == str(got):
         return new
     old_halves, new_halves = _children(params), _children(new)
     where = ""
@@ -96,7 +96,7 @@ def check_step_output(case: str, params: Any, new: Any) -> Any:
             f"half {k!r}: {str(jax.tree.structure(new_halves[k]))[:200]} where the "
             f"params have {str(jax.tree.structure(v))[:200]}"
             for k, v in old_halves.items()
-            if jax.tree.structure(v) != jax.tree.structure(new_halves[k])
+            if str(jax.tree.structure(v)) != str(jax.tree.structure(new_halves[k]))
         ]
         where = "; ".join(changed)
     detail = where or f"{str(got)[:300]} where the params have {str(want)[:300]}"

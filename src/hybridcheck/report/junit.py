@@ -54,12 +54,12 @@ def junit(self: Report) -> str:
     ``<error>``; the verdict and exit code are properties of ``<testsuites>``."""
     suites = ET.Element("testsuites", name="hybridcheck")
     props = ET.SubElement(suites, "properties")
-    for name, value in (
+    for name, text in (
         ("verdict", self.verdict),
         ("exit_code", str(self.exit_code)),
         ("headline", headline(self)),
     ):
-        ET.SubElement(props, "property", name=name, value=value)
+        ET.SubElement(props, "property", name=name, value=text)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for c in self.cases:
         suite = ET.SubElement(suites, "testsuite", name=c.case)
