@@ -29,6 +29,7 @@ from hybridcheck.compat._variables import iter_submodules
 from hybridcheck.compat._variables import drop_intermediates
 from hybridcheck.compat._training import rngs_from_seed
 from hybridcheck.compat._training import make_optimizer
+from hybridcheck.compat._training import optimizer_tx
 from hybridcheck.compat._training import optimizer_update
 from hybridcheck.compat._training import optimizer_state_type
 from hybridcheck.compat._training import optimizer_state
@@ -66,6 +67,7 @@ __all__ = [
     "drop_intermediates",
     "rngs_from_seed",
     "make_optimizer",
+    "optimizer_tx",
     "optimizer_update",
     "optimizer_state_type",
     "optimizer_state",

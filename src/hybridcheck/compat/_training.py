@@ -32,6 +32,15 @@ def make_optimizer(model: Any, tx: Any, *, wrt: Any = None) -> Any:
     return nnx.Optimizer(model, tx)  # type: ignore[call-arg]
 
 
+def optimizer_tx(optimizer: Any) -> Any:
+    """The optax transformation an ``nnx.Optimizer`` applies.
+
+    As of Flax 0.8.4 (through 0.12.8) the optimizer keeps the ``tx`` it was built
+    with as its ``tx`` attribute (a static field, not state).
+    """
+    return optimizer.tx
+
+
 def optimizer_update(optimizer: Any, model: Any, grads: Any) -> None:
     """Applies ``grads`` with an ``nnx.Optimizer``.
 

@@ -86,12 +86,19 @@ def replace_params(state: Any, params: Mapping[str, Any]) -> None:
 def module_with_params(module: Any, params: Mapping[str, Any]) -> Any:
     """Returns a new nnx Module equal to ``module`` but with ``params`` (pure dict).
 
-    The input module is not mutated. ``nnx.split``/``nnx.merge`` exist on every
-    supported release (0.8.4+); only the state-leaf accessors differ (see
-    :func:`replace_params`).
+    The input module is not mutated, and the new one shares no Variable with it,
+    so it may be built inside ``jax.grad``/``jax.jit`` from a module made outside:
+    as of Flax 0.11 ``nnx.merge`` reuses the State's Variables (``copy=False``), and
+    a ``bridge.ToNNX`` or ``nnx.Dropout`` advances its ``RngCount`` on every call,
+    which raises ``TraceContextError`` on a Variable of another trace level. Every
+    non-parameter Variable (RNG counts and keys, statistics) is therefore copied
+    too; what the call changes in the copy is dropped with it. ``nnx.split`` /
+    ``nnx.merge`` exist on every supported release (0.8.4+); only the state-leaf
+    accessors differ (see :func:`replace_params`).
     """
     graphdef, state, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
     state = jax.tree_util.tree_map(lambda x: x, state)  # a copy we may write into
+    rest = jax.tree_util.tree_map(lambda x: x, rest)  # fresh RNG state, see above
     replace_params(state, params)
     return nnx.merge(graphdef, state, rest)
 
@@ -102,11 +109,12 @@ def module_with_state(
     """A new nnx Module with several variable types replaced from plain dicts.
 
     ``parts`` is ``[(nnx.Param, params), (nnx.BatchStat, stats), ...]``. Everything
-    else (RNG streams, counters) is taken from ``module``. Same release notes as
+    else (RNG streams, counters) is copied from ``module``. Same release notes as
     :func:`module_with_params`.
     """
     filters = [f for f, _ in parts]
     graphdef, *states, rest = nnx.split(module, *filters, ...)  # type: ignore[misc]
+    rest = jax.tree_util.tree_map(lambda x: x, rest)
     new_states: list[Any] = []
     for state, (_, values) in zip(states, parts, strict=True):
         state = jax.tree_util.tree_map(lambda x: x, state)
