@@ -209,8 +209,15 @@ def run(argv: list[str], args: Any) -> int:
                 relay.join(timeout=5)
         events = _events(status)
         done = [e for e in events if e.get("event") == "done"]
-        if done and not stuck and proc.returncode == done[-1]["exit"]:
-            return int(proc.returncode)
+        if done and not stuck:
+            if proc.returncode != done[-1]["exit"]:  # after the verdict: teardown
+                print(
+                    f"hybridcheck: note: the worker ended with code {proc.returncode} "
+                    "after writing its verdict (a crash in interpreter teardown); the "
+                    "verdict stands",
+                    file=sys.stderr,
+                )
+            return int(done[-1]["exit"])
         report = _report(args, proc.returncode, events, fault, stuck)
     print(headline(report))
     _write(args, report)
