@@ -25,10 +25,10 @@ def timeout_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--timeout takes seconds, got {text!r}") from None
+        raise ValueError(f"expected seconds, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"--timeout takes a finite number of seconds >= 0 (0: no limit), got {text}"
+            f"expected a finite number of seconds >= 0 (0: no limit), got {text}"
         )
     return value
 
@@ -49,6 +49,14 @@ def _output_problem(flag: str, path: str) -> str:
         return f"--{flag} {path}: the folder {parent} is not writable"
     if target.exists() and not os.access(target, os.W_OK):
         return f"--{flag} {path}: the file exists and is not writable"
+    existed = target.exists()
+    try:  # the only sure test (root passes os.access; /proc refuses new files)
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        return f"--{flag} {path}: cannot be written ({exc.strerror or exc})"
+    if not existed:
+        target.unlink(missing_ok=True)
     return ""
 
 
@@ -72,6 +80,13 @@ def problems(args: Any) -> list[str]:
             check_target(target)
         except TargetError as exc:
             found.append(str(exc))
+            continue
+        source = os.path.abspath(target.rpartition(":")[0])
+        if source in seen:
+            found.append(
+                f"--{seen[source]} {target.rpartition(':')[0]} would overwrite the "
+                "target's own file; write the report elsewhere"
+            )
     if args.reproduce and args.reproduce.startswith("@"):
         blob = pathlib.Path(args.reproduce[1:])
         if not blob.is_file():
