@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # what the names are; at run time they load on first use
     from hybridcheck.invariants import assert_inputs_unchanged
     from hybridcheck.invariants import assert_jit_matches_eager
     from hybridcheck.invariants import assert_loss_decrease_first_order
+    from hybridcheck.invariants import assert_loss_distribution_matches_before
     from hybridcheck.invariants import assert_loss_matches_before
     from hybridcheck.invariants import assert_randomness_is_used
     from hybridcheck.invariants import assert_retrace_budget
@@ -103,7 +104,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
         "hybridcheck.invariants",
         "assert_loss_decrease_first_order",
     ),
+    "assert_loss_distribution_matches_before": (
         "hybridcheck.invariants",
+        "assert_loss_distribution_matches_before",
     ),
     "assert_loss_matches_before": (
         "hybridcheck.invariants",
@@ -234,6 +237,7 @@ __all__ = [
     "assert_inputs_unchanged",
     "assert_jit_matches_eager",
     "assert_loss_decrease_first_order",
+    "assert_loss_distribution_matches_before",
     "assert_loss_matches_before",
     "assert_randomness_is_used",
     "assert_retrace_budget",

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import hybridcheck as hc
 from hybridcheck.cases import migrations
 from hybridcheck.invariants import error_regex
 from hybridcheck.invariants import migration as mig
+from hybridcheck.invariants.migration import _update
 from hybridcheck.invariants.registry import REGISTRY
 from hybridcheck.report.results import FAILED, HELD
 
@@ -31,6 +34,7 @@ def test_exact_migrations_and_reorderings_hold_every_invariant(case):
     optional = {
         "roundtrip": case.invert is not None,
         "sharding_matches_before": bool(case.before_specs or case.after_specs),
+        "loss_distribution_matches_before": case.before_eval is not None,
     }
     assert all(s == HELD for n, s in statuses.items() if optional.get(n, True)), (
         statuses
@@ -128,7 +132,7 @@ def test_stochastic_layers_are_compared_deterministic_and_the_report_says_so():
     # comparison can hold, and the note must say that it is what was compared.
     assert "compared with the stochastic layers off" in result.message
     assert "consume the random key differently" in result.message
-    assert "loss_matches_before: note: compared with" in report.table()
+    assert result.message in report.table()  # the note reaches the report
 
 
 def test_eval_sides_come_in_pairs():
@@ -137,3 +141,57 @@ def test_eval_sides_come_in_pairs():
         dataclasses.replace(case, after_eval=None)
     with pytest.raises(TypeError, match=r"\.before_eval must be a HybridCase"):
         dataclasses.replace(case, before_eval="eval")  # type: ignore[arg-type]
+
+
+def test_integer_leaves_are_compared_by_what_each_side_keeps():
+    one, two, zero = jnp.array(1), jnp.array(2), jnp.array(0)
+    assert _update.compare_exactly("c", zero, one, one, rng=False) is None
+    # both sides advance it: a counter both keep, compared exactly
+    both = _update.compare_exactly("c", zero, one, two, rng=False)
+    assert isinstance(both, mig.Deviation)
+    assert both.exact == (
+        "from 0, the original's step leaves it at 1 (converted), the migrated step at 2"
+    )
+    # only one side advances it: no counterpart, not compared
+    for want, got, who in ((zero, one, "migrated"), (one, zero, "original")):
+        found = _update.compare_exactly("c", zero, want, got, rng=False)
+        assert isinstance(found, _update.NotCompared)
+        assert found.reason.startswith(f"only the {who} step advances it")
+    # RNG state (an rng half, or a typed key) is never compared across frameworks
+    assert isinstance(
+        _update.compare_exactly("c", zero, one, two, rng=True), _update.NotCompared
+    )
+    keys = [jax.random.key(i) for i in range(3)]
+    typed = _update.compare_exactly("k", *keys, rng=False)
+    assert isinstance(typed, _update.NotCompared)
+    assert "RNG state" in typed.reason
+
+
+def test_an_integer_mismatch_is_reported_in_its_own_values():
+    counter = mig.Deviation("update ['opt']['step']", np.inf, np.inf, 0, exact="1 vs 2")
+    with pytest.raises(AssertionError) as caught:
+        mig.assert_step_matches_before([[counter, dev(0.5, what="update w")]])
+    message = str(caught.value)
+    assert "integer leaf, compared exactly: 1 vs 2 (1 of 1 examples differ)" in message
+    assert mig.INTEGER_HINT in message
+    assert "float32 noise" not in message
+    assert "BatchNorm" not in message
+    # with a float failure beside it: both problems, both hints
+    with pytest.raises(
+        AssertionError,
+        match="(?s)update w: worst 20x.*compared exactly: 1 vs 2.*BatchNorm.*Integer",
+    ):
+        mig.assert_step_matches_before([[counter, dev(20.0, what="update w")]])
+
+
+def test_not_compared_leaves_are_listed_once_each():
+    skipped = [
+        _update.NotCompared("update a", "only the migrated step advances it"),
+        _update.NotCompared("update a", "only the migrated step advances it (again)"),
+        _update.NotCompared("update b", "RNG state"),
+    ]
+    assert _update.not_compared_note(skipped) == (
+        "not compared: update a: only the migrated step advances it; "
+        "not compared: update b: RNG state"
+    )
+    assert _update.not_compared_note([]) == ""

@@ -31,7 +31,7 @@ class MigrationSubject:
 
     ``before`` and ``after`` are ordinary Subjects (each side may have a single
     half); ``evidence`` collects per-example deviations for the verdicts taken
-    across examples.
+    across examples; ``memo`` holds what the comparisons compile once per case.
     """
 
     name: str
@@ -46,6 +46,7 @@ class MigrationSubject:
     after_specs: _partitioning.Specs | None = None
     specs_source: str = "before: none declared; after: none declared"
     placement_memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    memo: dict[str, Any] = dataclasses.field(default_factory=dict)
     stochastic: tuple[Subject, Subject] | None = None
     pulled_grad: Callable[..., Any] = dataclasses.field(init=False)
 

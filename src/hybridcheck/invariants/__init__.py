@@ -47,6 +47,7 @@ from hybridcheck.invariants.migration import assert_loss_matches_before
 from hybridcheck.invariants.migration import assert_grads_match_before
 from hybridcheck.invariants.migration import assert_step_matches_before
 from hybridcheck.invariants.migration import assert_trajectory_matches_before
+from hybridcheck.invariants.migration import assert_loss_distribution_matches_before
 from hybridcheck.invariants.migration import assert_sharding_matches_before
 
 __all__ = [
@@ -81,5 +82,6 @@ __all__ = [
     "assert_grads_match_before",
     "assert_step_matches_before",
     "assert_trajectory_matches_before",
+    "assert_loss_distribution_matches_before",
     "assert_sharding_matches_before",
 ]

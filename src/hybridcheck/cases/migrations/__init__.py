@@ -6,7 +6,8 @@
 * a BatchNorm model (statistics threaded by the step): Linen -> NNX;
 * an Embed model: Linen -> NNX;
 * a tensor-parallel block (logical partitioning, heads flattened): Linen -> NNX;
-* an MLP with Dropout (compared deterministic): Linen -> NNX.
+* an MLP with Dropout (compared deterministic, and in distribution over keys):
+  Linen -> NNX.
 Each converter is a pure re-layout with its inverse. ``mutants()`` are the bugs a
 migration PR really introduces, each with the invariant that names it;
 ``reorderings()`` are correct rewrites of the same math that must pass.
@@ -38,13 +39,7 @@ from hybridcheck.cases.migrations.block import (
     block_to_nnx,
     nnx_to_block,
 )
-from hybridcheck.cases.migrations.dropout import (
-    LINEN_DROP,
-    LINEN_DROP_EVAL,
-    drop_to_nnx,
-    nnx_drop,
-    nnx_to_drop,
-)
+from hybridcheck.cases.migrations.dropout import dropout_migration, dropout_mutants
 from hybridcheck.cases.migrations.embed import (
     LINEN_EMBED,
     NNX_EMBED,
@@ -127,21 +122,12 @@ def cases() -> list[MigrationCase]:
             description="Embed -> mean -> Dense classifier, Linen -> NNX",
         ),
         _partitioned("migrate-partitioned"),
-        _dropout("migrate-dropout"),
+        dropout_migration(
+            "migrate-dropout",
+            description="Dense/Dropout MLP (deterministic and in distribution), "
+            "Linen -> NNX",
+        ),
     ]
-
-
-def _dropout(name: str, *, eval_drops: bool = False) -> MigrationCase:
-    return MigrationCase(
-        name,
-        LINEN_DROP,
-        nnx_drop(True),
-        drop_to_nnx,
-        nnx_to_drop,
-        description="Dense/Dropout MLP (compared deterministic), Linen -> NNX",
-        before_eval=LINEN_DROP_EVAL,
-        after_eval=nnx_drop(False, eval_drops=eval_drops),
-    )
 
 
 def _partitioned(name: str, names: Names | None = None) -> MigrationCase:
@@ -267,12 +253,7 @@ def mutants() -> list[CaseMutant]:
             "sharding_matches_before",
             "the output kernel partitioned on its other axis in the NNX model",
         ),
-        CaseMutant(
-            "dropout-in-eval",
-            lambda: _dropout("mig-dropout-eval", eval_drops=True),
-            "loss_matches_before",
-            "the train/eval flag not passed to nnx.Dropout: eval still drops",
-        ),
+        *dropout_mutants(),
     ]
 
 

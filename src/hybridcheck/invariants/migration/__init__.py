@@ -9,12 +9,15 @@ to example; a semantic change (an epsilon, an activation, a transposed kernel)
 deviates systematically. So the verdict is taken across examples, not per threshold.
 
 ``deviation`` holds the measure and the verdict; ``converter`` the converter's own
-invariants; ``equivalence`` loss, gradient, step and trajectory; ``sharding`` the
-partitioning. Imported in report order.
+invariants; ``equivalence`` loss, gradient, step and trajectory (``_update``: an
+update leaf by leaf, integer leaves exactly or not at all); ``distribution`` the
+training losses of stochastic models over keys; ``sharding`` the partitioning.
+Imported in report order.
 """
 
 from hybridcheck.invariants.migration.deviation import EXACT_RTOL
 from hybridcheck.invariants.migration.deviation import HARD_UNITS
+from hybridcheck.invariants.migration.deviation import INTEGER_HINT
 from hybridcheck.invariants.migration.deviation import MIN_EXAMPLES
 from hybridcheck.invariants.migration.deviation import SIGN_RUN
 from hybridcheck.invariants.migration.deviation import SYSTEMATIC_SHARE
@@ -32,22 +35,36 @@ from hybridcheck.invariants.migration.equivalence import assert_step_matches_bef
 from hybridcheck.invariants.migration.equivalence import (
     assert_trajectory_matches_before,
 )
+from hybridcheck.invariants.migration.distribution import ALPHA
+from hybridcheck.invariants.migration.distribution import KEYS
+from hybridcheck.invariants.migration.distribution import LossSample
+from hybridcheck.invariants.migration.distribution import (
+    assert_loss_distribution_matches_before,
+)
+from hybridcheck.invariants.migration.distribution import ks_pvalue
+from hybridcheck.invariants.migration.distribution import ks_statistic
+from hybridcheck.invariants.migration.distribution import loss_sample
 from hybridcheck.invariants.migration.sharding import MESH_RTOL
 from hybridcheck.invariants.migration.sharding import Placement
 from hybridcheck.invariants.migration.sharding import assert_sharding_matches_before
 
 __all__ = [
+    "ALPHA",
     "EXACT_RTOL",
     "HARD_UNITS",
     "HINTS",
+    "INTEGER_HINT",
+    "KEYS",
     "MESH_RTOL",
     "MIN_EXAMPLES",
     "SIGN_RUN",
     "SYSTEMATIC_SHARE",
     "Deviation",
+    "LossSample",
     "Placement",
     "assert_convert_covers_every_param",
     "assert_grads_match_before",
+    "assert_loss_distribution_matches_before",
     "assert_loss_matches_before",
     "assert_matches_before",
     "assert_roundtrip",
@@ -55,6 +72,9 @@ __all__ = [
     "assert_step_matches_before",
     "assert_trajectory_matches_before",
     "deviation",
+    "ks_pvalue",
+    "ks_statistic",
+    "loss_sample",
     "tree_norm",
     "units_summary",
 ]

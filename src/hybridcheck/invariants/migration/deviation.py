@@ -22,6 +22,7 @@ __all__ = [
     "with_note",
     "EXACT_RTOL",
     "HARD_UNITS",
+    "INTEGER_HINT",
     "SYSTEMATIC_SHARE",
     "MIN_EXAMPLES",
     "SIGN_RUN",
@@ -51,6 +52,13 @@ systematic change."""
 MIN_EXAMPLES = 5
 
 
+INTEGER_HINT = (
+    "Integer leaves (step counters) that both steps advance are compared exactly: "
+    "the migrated step counts differently (a step counted per micro-batch, a "
+    "counter reset or advanced twice), which moves any schedule that reads it."
+)
+
+
 SIGN_RUN = 8
 """Rounding has no preferred sign: this many non-exact examples that all deviate in
 the same direction (chance 2**-7) is a systematic change."""
@@ -64,12 +72,16 @@ class Deviation(NamedTuple):
       rel64: relative float64 deviation ``|after - before| / |before|``.
       units: that deviation in units of the before model's float32 noise.
       sign: the sign of the (first component of the) deviation, for scalars.
+      exact: for an integer leaf (a step counter), compared exactly: both values
+        in its own terms (``rel64`` and ``units`` are then ``inf``); ``""`` for a
+        floating quantity.
     """
 
     what: str
     rel64: float
     units: float
     sign: int
+    exact: str = ""
 
 
 def _norm(x: Any) -> float:
@@ -144,8 +156,15 @@ def assert_matches_before(
     for example in deviations:
         for d in example:
             by_what.setdefault(d.what, []).append(d)
-    problems = []
+    problems, counters = [], []
     for what, ds in by_what.items():
+        exact = [d for d in ds if d.exact]
+        if exact:  # an integer leaf: its own values, no float32 noise units
+            counters.append(
+                f"{what}: integer leaf, compared exactly: {exact[0].exact} "
+                f"({len(exact)} of {len(ds)} examples differ)"
+            )
+            continue
         worst = max(ds, key=lambda d: d.units)
         inexact = [d for d in ds if d.units > 0]
         over = [d for d in inexact if d.units > 1.0]
@@ -164,7 +183,8 @@ def assert_matches_before(
                 f"direction ({'+' if signs == {1} else '-'}): a systematic deviation "
                 f"({detail})"
             )
-    fail(invariant, problems, hint)
+    hints = ([hint] if problems else []) + ([INTEGER_HINT] if counters else [])
+    fail(invariant, problems + counters, " ".join(hints))
 
 
 def units_summary(deviations: Sequence[Deviation]) -> str:
@@ -183,14 +203,16 @@ DETERMINISTIC = (
 )
 
 
-def with_note(ms: MigrationSubject, check: Any, *args: Any) -> None:
-    """Runs an assertion; its failure says when the comparison was deterministic."""
+def with_note(ms: MigrationSubject, check: Any, *args: Any, note: str = "") -> None:
+    """Runs an assertion; its failure says when the comparison was deterministic,
+    and ``note`` (the leaves not compared)."""
     try:
         check(*args)
     except AssertionError as exc:
-        if ms.stochastic is None:
+        notes = [n for n in (note, ms.stochastic and DETERMINISTIC) if n]
+        if not notes:
             raise
-        raise AssertionError(f"{exc}\n  ({DETERMINISTIC})") from None
+        raise AssertionError(f"{exc}" + "".join(f"\n  ({n})" for n in notes)) from None
 
 
 def stochastic_note(ms: MigrationSubject) -> str:
@@ -206,6 +228,7 @@ def stochastic_note(ms: MigrationSubject) -> str:
         return (
             f"{DETERMINISTIC}: with them on, the two losses differ (worst {worst:.3g}x "
             "float32 noise): the models consume the random key differently, which "
-            "alone is no bug"
+            "alone is no bug (loss_distribution_matches_before compares them over "
+            "many keys)"
         )
     return f"{DETERMINISTIC}; with them on, the two models agree as well"

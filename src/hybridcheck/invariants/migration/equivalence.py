@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -17,6 +16,11 @@ from hybridcheck.describe.subject import Example, to64
 from hybridcheck.describe.trees import (
     InvariantNotApplicable,
     leaves,
+)
+from hybridcheck.invariants.migration._update import (
+    NotCompared,
+    not_compared_note,
+    update_deviations,
 )
 from hybridcheck.invariants.migration.deviation import (
     HARD_UNITS,
@@ -96,12 +100,19 @@ _ASSERT = {
 }
 
 
-def _record(ms: MigrationSubject, name: str, devs: list[Deviation]) -> None:
-    """Records one example's deviations; fails at once past the hard limit (so the
-    example can be shrunk), otherwise the verdict waits for all examples."""
+def _record(
+    ms: MigrationSubject,
+    name: str,
+    devs: list[Deviation],
+    skipped: Sequence[NotCompared] = (),
+) -> None:
+    """Records one example's deviations and the leaves it could not compare; fails
+    at once past the hard limit or on an integer mismatch (so the example can be
+    shrunk), otherwise the verdict waits for all examples."""
     ms.evidence.setdefault(name, []).append(devs)
+    ms.evidence.setdefault(f"{name}:not compared", []).extend(skipped)
     if any(d.units > HARD_UNITS for d in devs):
-        with_note(ms, _ASSERT[name], [devs])
+        with_note(ms, _ASSERT[name], [devs], note=not_compared_note(skipped))
 
 
 def conclude(name: str) -> Any:
@@ -109,8 +120,9 @@ def conclude(name: str) -> Any:
         evidence = ms.evidence.get(name, [])
         if not evidence:
             raise InvariantNotApplicable("no example was compared")
-        with_note(ms, _ASSERT[name], evidence)
-        return stochastic_note(ms) or None
+        skipped = not_compared_note(ms.evidence.get(f"{name}:not compared", []))
+        with_note(ms, _ASSERT[name], evidence, note=skipped)
+        return "; ".join(n for n in (skipped, stochastic_note(ms)) if n) or None
 
     run.__name__ = f"conclude_{name}"
     return run
@@ -167,45 +179,6 @@ def check_grads_match_before(ms: MigrationSubject, e: Example) -> None:
     _record(ms, "grads_match_before", devs)
 
 
-def _update_devs(
-    ms: MigrationSubject, start: Any, before_end: tuple[Any, Any], after_end: Any
-) -> list[Deviation]:
-    """Deviations of the after model's update from the converted before update."""
-    before64, before32 = before_end
-    with compat.enable_x64():
-        origin = ms.convert64(start)
-        want64, want32 = ms.convert64(before64), ms.convert64(before32)
-    moved = jax.tree.map(
-        lambda w, o: (
-            np.asarray(w, np.float64) - np.asarray(o, np.float64)
-            if jnp.issubdtype(jnp.result_type(o), jnp.inexact)
-            else np.zeros(())
-        ),
-        want64,
-        origin,
-    )
-    scale = tree_norm(moved)
-    devs = []
-    for (path, o), (_, w64), (_, w32), (_, got) in zip(
-        leaves(origin), leaves(want64), leaves(want32), leaves(after_end), strict=True
-    ):
-        if not jnp.issubdtype(jnp.result_type(o), jnp.inexact):
-            if not np.array_equal(np.asarray(w64), np.asarray(got)):
-                devs.append(Deviation(f"update {path}", np.inf, np.inf, 0))
-            continue
-        o_ = np.asarray(o, np.float64)
-        devs.append(
-            deviation(
-                f"update {path}",
-                np.asarray(w64, np.float64) - o_,
-                np.asarray(got, np.float64) - o_,
-                np.asarray(w32, np.float64) - o_,
-                scale=scale,
-            )
-        )
-    return devs
-
-
 def _run(ms: MigrationSubject, e: Example, steps: int) -> tuple[Any, Any, Any]:
     """``steps`` steps of both models from the example: before in float64 and in
     float32, after (from the converted params) in float64."""
@@ -226,7 +199,7 @@ def check_step_matches_before(ms: MigrationSubject, e: Example) -> None:
     _record(
         ms,
         "step_matches_before",
-        _update_devs(ms, e.params, (before64, before32), after64),
+        *update_deviations(ms, e.params, (before64, before32), after64),
     )
 
 
@@ -235,7 +208,7 @@ def check_trajectory_matches_before(ms: MigrationSubject, e: Example) -> None:
     _record(
         ms,
         "trajectory_matches_before",
-        _update_devs(ms, e.params, (before64, before32), after64),
+        *update_deviations(ms, e.params, (before64, before32), after64),
     )
 
 
