@@ -188,7 +188,12 @@ def test_stochastic_bugs_leave_the_deterministic_model_exact(mutant):
 
 def test_sample_losses_names_the_sides_without_reseed(dropout_subject):
     case, subject = dropout_subject
-    deterministic = dataclasses.replace(subject, stochastic=None)  # eval sides only
     e = Example(case.init(jax.random.PRNGKey(0)), None, 0.1)
-    with pytest.raises(InvariantNotApplicable, match="before and after side"):
+    deterministic = dataclasses.replace(subject, stochastic=None)  # eval sides only
+    with pytest.raises(InvariantNotApplicable, match="neither side declares"):
         dist.sample_losses(deterministic, e)
+    before, after = subject.stochastic
+    no_reseed = dataclasses.replace(before, reseed=None)
+    one_sided = dataclasses.replace(subject, stochastic=(no_reseed, after))
+    with pytest.raises(InvariantNotApplicable, match="no reseed on the before side"):
+        dist.sample_losses(one_sided, e)

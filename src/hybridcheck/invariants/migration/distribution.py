@@ -178,6 +178,10 @@ def sample_losses(
     """
     before, after = ms.stochastic or (ms.before, ms.after)
     missing = [n for n, s in (("before", before), ("after", after)) if not s.reseed]
+    if len(missing) == 2 and ms.stochastic is None:
+        raise InvariantNotApplicable(
+            "neither side declares randomness (no reseed, no before_eval / after_eval)"
+        )
     if missing:
         raise InvariantNotApplicable(
             f"no reseed on the {' and '.join(missing)} side: give each stochastic "
