@@ -75,9 +75,7 @@ def measure(case: Any, examples: int, salts: int, n_verdict: int) -> dict[str, A
     return {
         "case": case.name,
         "pairs": int(ps.size),
-        "inert examples (no key moves either loss)": int(
-            inert.sum()
-        ),
+        "inert examples (no key moves either loss)": int(inert.sum()),
         "over the other examples: p<0.05": float(np.mean(live < 0.05)),
         "p<0.01": float(np.mean(live < 0.01)),
         "p<1e-3": float(np.mean(live < 1e-3)),
