@@ -150,3 +150,13 @@ def test_a_changed_dropout_rate_fails_only_in_distribution():
     assert results["loss_matches_before"].status == HELD  # dropout off: exact
     assert results[DISTRIBUTION].status == FAILED
     assert "Kolmogorov-Smirnov distance" in results[DISTRIBUTION].message
+
+
+def test_a_dropout_left_out_fails_though_its_side_has_no_reseed():
+    case = migration(rate=0.0)  # from_nnx sees no stochastic layer: no reseed
+    assert case.after.reseed is None
+    results = _results(case, [DISTRIBUTION])
+    # its training loss is its eval loss: one value for every key, against the
+    # original's spread
+    assert results[DISTRIBUTION].status == FAILED, results[DISTRIBUTION].message
+    assert "Kolmogorov-Smirnov distance" in results[DISTRIBUTION].message

@@ -5,8 +5,9 @@ Linen and NNX draw different dropout masks from the same key, so no key-by-key
 comparison can judge a stochastic migration; a dropout rate changed from 0.5 to 0.1,
 or a dropout moved to another layer, leaves the deterministic model unchanged. On
 each example both sides' training losses are drawn over ``KEYS`` keys each (through
-the sides' ``reseed``; disjoint keys, so the two samples are independent) and
-compared by a two-sample Kolmogorov-Smirnov test:
+the sides' ``reseed``; disjoint keys, so the two samples are independent; a side
+without one whose training loss equals its eval loss has no randomness left and
+gives one value for every key) and compared by a two-sample Kolmogorov-Smirnov test:
 
 * it sees any difference of distribution (a rate mostly changes the spread of the
   loss, a moved dropout its shape), where a t-test sees only the mean;
@@ -47,7 +48,7 @@ from hybridcheck.invariants.migration._ks import (
     ks_statistic,
     loss_sample,
 )
-from hybridcheck.invariants.migration.deviation import HARD_UNITS
+from hybridcheck.invariants.migration.deviation import EXACT_RTOL, HARD_UNITS
 from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
@@ -61,6 +62,8 @@ __all__ = [
     "loss_sample",
     "sample_losses",
 ]
+
+NAME = "loss_distribution_matches_before"
 
 KEYS = 256
 """Training losses drawn per side and example (keys for each side's ``reseed``)."""
@@ -160,6 +163,32 @@ def _losses(
         return np.asarray([s.loss64(*s.reseed(p, b, k)) for k in keys], np.float64)  # type: ignore[misc]
 
 
+def _no_reseed(missing: Sequence[int]) -> str:
+    names = " and ".join(("before", "after")[i] for i in missing)
+    return (
+        f"no reseed on the {names} side: give each stochastic side reseed=(params, "
+        "batch, key) -> (params, batch) (from_nnx sets it for a model with Dropout "
+        "and RNG state)"
+    )
+
+
+def _constant(ms: MigrationSubject, side: int, p: Any, b: Any) -> np.ndarray:
+    """The losses of a training side without ``reseed``: one value for every key
+    where its training loss is its eval loss (no stochastic layer left, as
+    ``from_nnx`` sets no reseed then: a dropout left out of the migrated model)."""
+    trained = (ms.stochastic or (ms.before, ms.after))[side]
+    train = float(trained.loss64(p, b))
+    evaluated = float((ms.before, ms.after)[side].loss64(p, b))
+    if abs(train - evaluated) > EXACT_RTOL * max(abs(evaluated), 1e-30):
+        why = (
+            _no_reseed([side]) + f"; its training loss {train:.6g} is not its eval "
+            f"loss {evaluated:.6g}, so it draws randomness no key given here varies"
+        )
+        ms.evidence.setdefault(f"{NAME}:unvaried", []).append(why)
+        raise InvariantNotApplicable(why)
+    return np.full(KEYS, train)
+
+
 def sample_losses(
     ms: MigrationSubject, e: Example, salt: int | None = None
 ) -> LossSample:
@@ -168,54 +197,57 @@ def sample_losses(
 
     Args:
       ms: the migration; its training sides (``ms.stochastic``, else ``before`` and
-        ``after``) must both have a ``reseed``.
+        ``after``) must have a ``reseed``, except a side whose training loss is
+        its eval loss (it has no randomness left: one value for every key).
       e: the example: the before params (converted for the after side) and batch.
       salt: seeds the keys (default: from the batch's bytes, so the same example
         draws the same keys).
 
     Raises:
-      InvariantNotApplicable: a side without ``reseed``.
+      InvariantNotApplicable: neither side has ``reseed``, or one without it
+        draws randomness (its training loss is not its eval loss).
     """
-    before, after = ms.stochastic or (ms.before, ms.after)
-    missing = [n for n, s in (("before", before), ("after", after)) if not s.reseed]
+    sides = ms.stochastic or (ms.before, ms.after)
+    missing = [i for i, side in enumerate(sides) if not side.reseed]
     if len(missing) == 2 and ms.stochastic is None:
         raise InvariantNotApplicable(
             "neither side declares randomness (no reseed, no before_eval / after_eval)"
         )
-    if missing:
-        raise InvariantNotApplicable(
-            f"no reseed on the {' and '.join(missing)} side: give each stochastic "
-            "side reseed=(params, batch, key) -> (params, batch) (from_nnx sets it "
-            "for a model with Dropout and RNG state)"
-        )
+    if missing and (len(missing) == 2 or ms.stochastic is None):
+        raise InvariantNotApplicable(_no_reseed(missing))
     salt = _salt(e.batch) if salt is None else salt
     # The deterministic model's float32 rounding on this example, where there is one
     # (a stochastic model draws other masks in float32 than in float64).
     eval32 = ms.before.loss_fn(e.params, e.batch) if ms.stochastic else None
     with compat.enable_x64():
-        p64, b64 = to64(e.params), to64(e.batch)
-        losses = (
-            _losses(ms, 0, before, p64, b64, salt),
-            _losses(ms, 1, after, ms.convert64(e.params), b64, salt),
+        b64 = to64(e.batch)
+        params = (to64(e.params), ms.convert64(e.params))
+        losses = tuple(
+            _constant(ms, i, params[i], b64)
+            if i in missing
+            else _losses(ms, i, sides[i], params[i], b64, salt)
+            for i in (0, 1)
         )
         noise = 0.0
         if eval32 is not None:
-            noise = abs(float(eval32) - float(ms.before.loss64(p64, b64)))
+            noise = abs(float(eval32) - float(ms.before.loss64(params[0], b64)))
     finite = np.concatenate([x[np.isfinite(x)] for x in losses])
     size = float(np.max(np.abs(finite))) if finite.size else 0.0
     tol = HARD_UNITS * max(noise, float(np.finfo(np.float32).eps) * size)
-    return loss_sample(*losses, tol=tol)
+    return loss_sample(losses[0], losses[1], tol=tol)
 
 
 def check_loss_distribution_matches_before(ms: MigrationSubject, e: Example) -> None:
     sample = sample_losses(ms, e)
-    ms.evidence.setdefault("loss_distribution_matches_before", []).append(sample)
+    ms.evidence.setdefault(NAME, []).append(sample)
     if sample.p < ALPHA / MAX_EXAMPLES:  # decisive alone: fail now, to shrink it
         assert_loss_distribution_matches_before([sample], examples=MAX_EXAMPLES)
 
 
 def conclude_loss_distribution_matches_before(ms: MigrationSubject) -> str:
-    samples = ms.evidence.get("loss_distribution_matches_before", [])
+    samples = ms.evidence.get(NAME, [])
+    if ms.evidence.get(f"{NAME}:unvaried"):  # the inert examples prove nothing
+        raise InvariantNotApplicable(ms.evidence[f"{NAME}:unvaried"][0])
     if not samples:
         raise InvariantNotApplicable("no example was compared")
     assert_loss_distribution_matches_before(samples)
