@@ -15,7 +15,15 @@ import numpy as np
 
 from hybridcheck.describe.usercode import UserCodeError, call
 
-__all__ = ["EXTREME", "BadReturn", "check_batch", "check_step_output", "checked_loss"]
+__all__ = [
+    "EXTREME",
+    "BadReturn",
+    "check_batch",
+    "check_init",
+    "check_step_output",
+    "checked_loss",
+    "preflight",
+]
 
 EXTREME = 1e18
 """A batch value beyond this overflows float32 when squared (max 3.4e38): a batches
@@ -120,9 +128,18 @@ def check_batch(case: str, batch: Any) -> Any:
             arr = np.asarray(leaf)
         except (TypeError, ValueError):
             arr = None
-        if arr is None or arr.dtype == object:
+        if arr is None or arr.dtype.kind not in "biufc":
             raise BadReturn(
-                case, "batches", f"drew {_kind(leaf)} at {where}, not an array"
+                case,
+                "batches",
+                f"drew {_kind(leaf)} at {where}: batch leaves are arrays of numbers",
+            )
+        if arr.size == 0:
+            raise BadReturn(
+                case,
+                "batches",
+                f"drew an empty array (shape {arr.shape}) at {where}: a batch needs "
+                "at least one example (min_size / min_side >= 1)",
             )
         if np.issubdtype(arr.dtype, np.inexact):
             if not np.all(np.isfinite(arr)):
@@ -141,3 +158,37 @@ def check_batch(case: str, batch: Any) -> Any:
                     "(min_value/max_value)",
                 )
     return batch
+
+
+def preflight(subject: Any, params: Any, batch: Any) -> None:
+    """The case's own functions on one example, before any invariant: params from
+    its init must be finite, its loss must give one finite number on them. A
+    violation is the case's own (one cause for every invariant it would block)."""
+    case = getattr(subject, "name", "case")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            where = jax.tree_util.keystr(path)
+            raise BadReturn(case, "init", f"returned params with NaN/Inf at {where}")
+    value = float(np.asarray(subject.loss_fn(params, batch)))
+    if not np.isfinite(value):
+        raise BadReturn(
+            case,
+            "loss",
+            f"returned {value} on finite params and a finite batch: a log or a "
+            "division of 0, an overflow (a loss must be finite where training starts)",
+        )
+
+
+def check_init(case: str, subject: Any, params: Any) -> None:
+    """Every trainable half of the params ``init`` returned has a floating leaf."""
+    for half, tree in subject.trainable(params).items():
+        kinds = {str(np.asarray(x).dtype) for x in jax.tree.leaves(tree)}
+        if not any(np.issubdtype(np.dtype(k), np.inexact) for k in kinds):
+            raise BadReturn(
+                case,
+                "init",
+                f"returned trainable half {half!r} with no floating leaf (dtypes "
+                f"{sorted(kinds) or 'none'}): parameters to train must be floating; "
+                "integer leaves belong to a non-trainable half (non_trainable=...)",
+            )

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.migration_case import MigrationCase
+from hybridcheck.describe.returns import BadReturn, check_init
 from hybridcheck.describe.subject import Example
 from hybridcheck.describe.usercode import UserCodeError, call, format_error
 from hybridcheck.engine import cut as _cut
@@ -62,6 +63,31 @@ def _conclude(name: str, subject: Any, result: InvariantResult) -> None:
     result.seconds += time.perf_counter() - start
 
 
+def _subject(case: Case, params: Any) -> Any:
+    """The case made runnable on what its init returned; a return it cannot use
+    is named as the init's (or the converter's, for a migration)."""
+    try:
+        subject = case.subject(params)
+    except UserCodeError:
+        raise
+    except (TypeError, ValueError) as exc:
+        where = "convert" if kind(case) == "migration" else "init"
+        raise BadReturn(
+            case.name, where, f"returned something unusable: {exc}"
+        ) from exc
+    if kind(case) == "step":
+        check_init(case.name, subject, params)
+    return subject
+
+
+def _elsewhere(name: str) -> str:
+    """Why a selected invariant does not apply to this case at all."""
+    if name in REGISTRY:
+        owner = "MigrationCase" if REGISTRY[name].kind == "migration" else "HybridCase"
+        return f"it applies to {owner} cases only (this case is another kind)"
+    return "it is another case's own invariant (extra_checks)"
+
+
 def verify_case(
     case: Case,
     examples: int,
@@ -80,7 +106,7 @@ def verify_case(
     try:
         with budget(setup, timeout):
             params = call(case.name, "init", case.init, jax.random.PRNGKey(0))
-            subject = case.subject(params)
+            subject = _subject(case, params)
     except _search.CaseTimeout as exc:
         text = _cut.timeout_text(timeout, exc, setup)
         return CaseReport(case.name, [], timed_out=text), text
@@ -100,9 +126,17 @@ def verify_case(
         checks[extra_name] = functools.partial(_run_extra, extra)
     selected = [n for n in checks if not only or n in only]
     results = {name: InvariantResult(name, HELD) for name in selected}
+    for name in only or ():  # named, but for another kind of case (or another case)
+        if name not in checks:
+            results[name] = InvariantResult(
+                name, NOT_APPLICABLE, message=_elsewhere(name)
+            )
+            selected.append(name)
     active: dict[str, _search.Check] = {}
     # inputs_unchanged first: its snapshot must predate every run of the step.
     for name in sorted(selected, key=lambda n: n != "inputs_unchanged"):
+        if name not in checks:
+            continue
         reason = (
             static_not_applicable(REGISTRY[name], subject) if name in REGISTRY else None
         )
@@ -186,25 +220,31 @@ def _run(
     progress(f"{case.name}: searched in {time.perf_counter() - start:.1f} s")
     if error:
         return error
+    # Failures of one user-code cause (the case's loss raising, say) shrink once:
+    # the same example, searched with the case's own preflight, serves them all.
+    by_cause: dict[str, tuple[Any, str]] = {}
     for name, tally in tallies.items():
         result = results[name]
         _cut.fill(result, tally)
         if tally.failure is not None:
             shrunk, note = None, "first failing example; not shrunk: shrink_seconds=0"
-            if shrink_seconds > 0:
+            if tally.cause in by_cause:
+                shrunk, note = by_cause[tally.cause]
+                if shrunk is not None:
+                    shrunk = (tally.failure[0], shrunk[1])
+            elif shrink_seconds > 0:
                 progress(f"{case.name}: {name} failed; shrinking ...")
                 start = time.perf_counter()
+                check = active[name]
+                if tally.cause:
+                    check = functools.partial(_search.preflight_then, check)
                 shrunk = _search.shrink(
-                    name,
-                    active[name],
-                    subject,
-                    drawn,
-                    examples,
-                    shrink_seconds,
-                    running,
+                    name, check, subject, drawn, examples, shrink_seconds, running
                 )
                 result.seconds += time.perf_counter() - start
                 note = "first failing example; not reproduced alone, not shrunk"
+            if tally.cause:
+                by_cause.setdefault(tally.cause, (shrunk, note))
             message, failing = shrunk or tally.failure
             result.status, result.message = FAILED, message
             result.cause = tally.cause

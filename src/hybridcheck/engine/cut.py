@@ -5,6 +5,7 @@ by its budget, by user code ending the run, or by Ctrl-C.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hybridcheck.describe.examples import describe, encode
@@ -61,16 +62,19 @@ def timeout_text(
 ) -> str:
     """What did not return when the case's budget ran out, and on which example."""
     head = f"the case's {timeout:g} s budget (--timeout) ran out"
+    elapsed = f"{time.perf_counter() - running.since:.1f} s in it"
     if exc.call is not None:
         _case, where, seconds = exc.call
         what = (
             f"{head}: the user's {where} did not return ({seconds:.1f} s in it) while "
             f"{running.invariant} ran"
         )
+    elif running.invariant.startswith("drawing"):
+        what = f"{head} while {running.invariant} ran: it did not return ({elapsed})"
     else:
         what = (
-            f"{head} while {running.invariant or 'the search'} ran: the compiled step "
-            "(or hybridcheck's replay of it) did not return in time"
+            f"{head} while {running.invariant or 'the search'} ran: the user's step, "
+            f"compiled, (or hybridcheck's replay of it) did not return ({elapsed})"
         )
     example = running.example
     on = f"\nexample: {describe(example)}" if isinstance(example, Example) else ""

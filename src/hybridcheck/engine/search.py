@@ -18,12 +18,16 @@ from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
-from hybridcheck.describe.returns import BadReturn
+from hybridcheck.describe.returns import BadReturn, preflight
 from hybridcheck.describe.subject import Example, shape_key
 from hybridcheck.describe.usercode import UserCodeError, format_error
 from hybridcheck.invariants import PREFIX, InvariantNotApplicable
 
 Check = Callable[[Any, Example], None]
+
+NOW: dict[str, str] = {"invariant": ""}
+"""What the latest check is (the supervised worker reports it, so that a worker
+killed mid-check is said to have been running it)."""
 
 NA_FACTOR = 4
 """A sampled invariant tries at most this many times its target of examples."""
@@ -61,6 +65,18 @@ def failure_cause(exc: BaseException) -> str:
     return ""
 
 
+def _preflight(subject: Any, example: Example) -> None:
+    """The case's own functions on ``example`` (a MigrationCase: its before side)."""
+    side = getattr(subject, "before", subject)
+    preflight(side, example.params, example.batch)
+
+
+def preflight_then(check: Check, subject: Any, example: Example) -> None:
+    """``check`` after the case's own preflight: what a shared cause shrinks with."""
+    _preflight(subject, example)
+    check(subject, example)
+
+
 class _AllFailed(Exception):
     """Every invariant under search has failed: nothing left to learn."""
 
@@ -88,13 +104,21 @@ class Running:
     invariant: str = ""
     example: Any = None
     deadline: float | None = None
+    since: float = 0.0
 
     def start(self, invariant: str, example: Any) -> None:
         """Records the next check; raises CaseTimeout once past the deadline (the
         cooperative half of the budget: the other is an alarm signal)."""
         self.invariant, self.example = invariant, example
+        self.since = time.perf_counter()
+        NOW["invariant"] = invariant
         if self.deadline is not None and time.perf_counter() > self.deadline:
             raise CaseTimeout
+
+    def overdue(self) -> bool:
+        """Past the deadline: an exception now is the timeout surfacing through a
+        library (an alarm inside a ``jax.debug.callback`` comes back wrapped)."""
+        return self.deadline is not None and time.perf_counter() > self.deadline
 
 
 @dataclasses.dataclass
@@ -158,6 +182,8 @@ def search(
     case's init or batch function crashed), that traceback, else "".
     """
 
+    drawn_any = [False]
+
     @settings_for(examples, shrink=False)
     @given(example=drawn)
     def run(example: Example) -> None:
@@ -165,6 +191,17 @@ def search(
         pending = [n for n, t in tallies.items() if t.failure is None]
         if not pending:
             raise _AllFailed
+        drawn_any[0] = True
+        running.start(
+            "the case's own loss on the example (before any invariant)", example
+        )
+        try:
+            _preflight(subject, example)
+        except UserCodeError as exc:  # the case's own fault: one cause for all
+            for name in pending:
+                tallies[name].failure = (failure_message(name, exc), example)
+                tallies[name].cause = failure_cause(exc)
+            raise _AllFailed from None
         targets_ = targets or {}
         bucket = str(shape_key(example)) if targets_ else ""
         for name in pending:
@@ -180,6 +217,8 @@ def search(
             except InvariantNotApplicable as exc:
                 tally.na_reasons.append(str(exc))
             except Exception as exc:  # noqa: BLE001 - a failure is a finding
+                if running.overdue():
+                    raise CaseTimeout from exc
                 tally.failure = (failure_message(name, exc), example)
                 tally.cause = failure_cause(exc)
                 applicable = True
@@ -188,6 +227,7 @@ def search(
                 applicable = True
             finally:
                 tally.seconds += time.perf_counter() - start
+        running.start("drawing the next example (the case's batches strategy)", None)
         if not applicable:
             reject()
         if all(t.failure is not None for t in tallies.values()):
@@ -196,8 +236,15 @@ def search(
     try:
         run()
     except (_AllFailed, Unsatisfiable, FailedHealthCheck):
-        pass
+        if not drawn_any[0]:
+            return (
+                f"[{getattr(subject, 'name', 'case')}] the case's batches (or lr) "
+                "strategy drew no usable example: a .filter() or assume() rejects "
+                "them all, or every drawn batch was unusable"
+            )
     except Exception as exc:  # noqa: BLE001 - init or batches crashed while drawing
+        if running.overdue():
+            raise CaseTimeout from exc
         if isinstance(exc, BadReturn):
             return str(exc)
         if isinstance(exc, UserCodeError):
@@ -240,6 +287,8 @@ def shrink(
         except InvariantNotApplicable:
             reject()
         except Exception as exc:
+            if running.overdue():
+                raise CaseTimeout from exc
             best.update(
                 message=failure_message(name, exc),
                 example=example,

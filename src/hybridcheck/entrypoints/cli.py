@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", metavar="PATH", help="write the report as JSON")
     verify.add_argument("--list", action="store_true", help="list built-in cases")
     verify.add_argument(
+        "--list-invariants",
+        action="store_true",
+        help="list the invariants (name, what a failure catches)",
+    )
+    verify.add_argument(
         "--invariant",
         action="append",
         metavar="NAME",
@@ -189,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if usage_problems(args):
         return EXIT_CODES["usage"]
-    if args.list:
-        return verify_in_process(["verify", "--list"])
+    if args.list or args.list_invariants:
+        return verify_in_process(
+            ["verify", "--list" if args.list else "--list-invariants"]
+        )
     from hybridcheck.entrypoints.supervise import run as supervised
 
     return supervised(list(sys.argv[1:] if argv is None else argv), args)

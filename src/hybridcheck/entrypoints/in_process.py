@@ -93,6 +93,22 @@ def verify_in_process(argv: Sequence[str], *, status: str | None = None) -> int:
     return code
 
 
+def _unknown_invariants(names: list[str], cases: list[Any]) -> str:
+    """Why an ``--invariant`` name is unknown ("" when every one is known)."""
+    from hybridcheck.invariants import REGISTRY
+
+    known = [*REGISTRY, *(n for c in cases for n in c.extra_checks)]
+    for name in names:
+        if name not in known:
+            close = [k for k in known if name and (name in k or k in name)][:3]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            return (
+                f"--invariant {name!r}: no such invariant{hint} (the names: "
+                "hybridcheck verify --list-invariants, or the README's table)"
+            )
+    return ""
+
+
 def _verify(
     args: argparse.Namespace, say: Callable[..., None], supervised: bool
 ) -> int:
@@ -106,6 +122,12 @@ def _verify(
         for case in builtin_cases():
             print(f"{case.name:28s} {case.description}")
         return 0
+    if args.list_invariants:
+        from hybridcheck.invariants import REGISTRY
+
+        for name, inv in REGISTRY.items():
+            print(f"{name:38s} {inv.catches}")
+        return 0
     with guarded():
         try:
             cases = _load(args, say)
@@ -118,6 +140,13 @@ def _verify(
                 return EXIT_CODES["interrupted"]
             print(headline(Report([], args.profile, {}, aborted=why)))
             return EXIT_CODES["aborted"]
+    if not cases:  # a target that names an empty list: nothing to verify
+        print(headline(Report([], args.profile, {})))
+        return EXIT_CODES["nothing ran"]
+    unknown = _unknown_invariants(args.invariant or [], cases)
+    if unknown:
+        print(f"hybridcheck verify: error: {unknown}", file=sys.stderr)
+        return EXIT_CODES["usage"]
     start = time.perf_counter()
     # Progress with elapsed time per case goes to a person at a terminal; a CI log
     # gets it when asked (--progress); --quiet silences it everywhere.

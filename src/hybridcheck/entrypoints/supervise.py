@@ -82,6 +82,14 @@ def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
 
 
 def _doing(events: list[dict[str, Any]]) -> str:
+    running = next((e for e in reversed(events) if e.get("event") == "running"), None)
+    case = next((e for e in reversed(events) if e.get("event") == "progress"), None)
+    if running is not None and case is not None:
+        call = f", the user's {running['call']} running" if running["call"] else ""
+        return (
+            f"while verifying case {case['line'].split(':')[0]!r} ("
+            f"{running['invariant']}{call})"
+        )
     for event in reversed(events):
         if event.get("event") == "progress":
             return f"while verifying case {event['line'].split(':')[0]!r}"

@@ -7,9 +7,34 @@ import faulthandler
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 
 from hybridcheck.entrypoints.supervise import FAULT_ENV, STATUS_ENV
+
+
+def _report_progress(status: str) -> None:
+    """Every half second, what is running (an invariant, a user call), if it
+    changed: what the supervisor names if this process is killed (no Python code
+    runs on SIGKILL)."""
+    from hybridcheck.describe.usercode import active_call
+    from hybridcheck.engine.search import NOW
+
+    last = None
+    while True:
+        time.sleep(0.5)
+        call = active_call()
+        now = (NOW["invariant"], call[1] if call else "")
+        if now != last and now[0]:
+            with open(status, "a") as f:
+                f.write(
+                    json.dumps(
+                        {"event": "running", "invariant": now[0], "call": now[1]}
+                    )
+                    + "\n"
+                )
+            last = now
 
 
 def main() -> int:
@@ -18,6 +43,8 @@ def main() -> int:
         fault = open(fault_path, "w")  # noqa: SIM115 - open for the process's life
         faulthandler.enable(file=fault, all_threads=True)
     status = os.environ.get(STATUS_ENV)
+    if status:
+        threading.Thread(target=_report_progress, args=(status,), daemon=True).start()
     from hybridcheck.entrypoints.cli import verify_in_process
 
     try:

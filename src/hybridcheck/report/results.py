@@ -155,20 +155,22 @@ class Report:
     def nothing_ran(self) -> list[str]:
         """Why the run proves nothing: a case on which no selected invariant ran,
         an invariant selected by name that ran on no case ([] when all ran)."""
-        reasons = [
-            f"case {c.case!r}: none of its {len(c.results)} selected invariants "
-            "applied" + (f" ({_first_na(c)})" if c.results else " (none selected)")
-            for c in self.cases
-            if not c.error and not any(r.ran for r in c.results)
-        ]
-        if not self.cases:
-            reasons.append("there is no case to verify")
+        reasons = []
         for name in self.selected or ():
             found = [r for c in self.cases for r in c.results if r.invariant == name]
             if not any(r.ran for r in found):
                 why = next((r.message for r in found if r.message), "")
                 applies = f": {why}" if why else " (it is for another kind of case)"
                 reasons.append(f"--invariant {name} applied to no case{applies}")
+        if not reasons:  # else the selected names say it already
+            reasons = [
+                f"case {c.case!r}: none of its {len(c.results)} selected invariants "
+                "applied" + (f" ({_first_na(c)})" if c.results else " (none selected)")
+                for c in self.cases
+                if not c.error and not c.timed_out and not any(r.ran for r in c.results)
+            ]
+        if not self.cases:
+            reasons.append("there is no case to verify")
         return reasons
 
     def counts(self) -> dict[str, int]:
