@@ -197,6 +197,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module_name, attr = _LAZY[name]
+        if attr is not None:  # not a submodule (``from hybridcheck import compat``)
+            # The registry first: a case checks its extra_checks' names against it.
+            importlib.import_module("hybridcheck.invariants")
         module = importlib.import_module(module_name)
         value = module if attr is None else getattr(module, attr)
         globals()[name] = value
