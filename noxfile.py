@@ -151,7 +151,13 @@ def _compat_run(
 ) -> None:
     _install(session, flax, jax)
     probe = session.run(
-        "python", "-c", "import hybridcheck", silent=True, success_codes=[0, 1], env=env
+        # the public face loads on first use: import what imports JAX and Flax
+        "python",
+        "-c",
+        "import hybridcheck.invariants, hybridcheck.cases",
+        silent=True,
+        success_codes=[0, 1],
+        env=env,
     )
     if probe and "Error" in str(probe):
         last = [line for line in str(probe).splitlines() if "Error" in line][-1]

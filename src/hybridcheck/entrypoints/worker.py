@@ -49,6 +49,15 @@ def main() -> int:
 
     try:
         return verify_in_process(sys.argv[1:], status=status)
+    except ImportError as exc:  # JAX or Flax broken here: the environment's fault
+        print(
+            f"hybridcheck verify: error: JAX/Flax do not import here: "
+            f"{type(exc).__name__}: {exc} (pin jax, jaxlib and flax together: see "
+            "the README's Compatibility)",
+            file=sys.stderr,
+        )
+        _done(status, 2)
+        return 2
     except Exception as exc:  # noqa: BLE001 - a hybridcheck bug, said as one
         where = traceback.extract_tb(exc.__traceback__)[-1]
         print(
@@ -59,10 +68,14 @@ def main() -> int:
         )
         if "--debug" in sys.argv:
             traceback.print_exc()
-        if status:
-            with open(status, "a") as f:
-                f.write(json.dumps({"event": "done", "exit": 1}) + "\n")
+        _done(status, 1)
         return 1
+
+
+def _done(status: str | None, code: int) -> None:
+    if status:
+        with open(status, "a") as f:
+            f.write(json.dumps({"event": "done", "exit": code}) + "\n")
 
 
 if __name__ == "__main__":
