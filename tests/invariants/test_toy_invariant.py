@@ -15,7 +15,7 @@ import pytest
 
 import hybridcheck as hc
 from hybridcheck.cases.seed import SEED_CASE
-from hybridcheck.entrypoints.cli import main
+from hybridcheck.entrypoints.cli import verify_in_process
 from hybridcheck.entrypoints.pytest_plugin import invariant_tests
 from hybridcheck.invariants import registry
 from hybridcheck.report.results import HELD
@@ -90,7 +90,7 @@ def test_verify_runs_the_toy(toy_family: Any) -> None:
 def test_the_cli_selects_the_toy(
     toy_family: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
+    code = verify_in_process(
         [
             "verify",
             "hybridcheck.cases.seed:SEED_CASE",

@@ -8,7 +8,6 @@ within a time budget.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 from hybridcheck.describe.returns import BadReturn, preflight
 from hybridcheck.describe.subject import Example, shape_key
 from hybridcheck.describe.usercode import UserCodeError, format_error
-from hybridcheck.invariants import PREFIX, InvariantNotApplicable
+from hybridcheck.engine.messages import DEBUG, failure_cause, failure_message
+from hybridcheck.invariants import InvariantNotApplicable
 
 Check = Callable[[Any, Example], None]
 
@@ -31,38 +31,6 @@ killed mid-check is said to have been running it)."""
 
 NA_FACTOR = 4
 """A sampled invariant tries at most this many times its target of examples."""
-
-
-DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("debug", default=False)
-"""``verify(debug=True)``: tracebacks keep hybridcheck's own frames."""
-
-
-def failure_message(name: str, exc: BaseException) -> str:
-    """The report's message for an invariant that raised ``exc``, saying whose code
-    raised it: the case's (its loss, step, ...) or the checking itself. The user's
-    frames are shown, hybridcheck's only under ``DEBUG``."""
-    if isinstance(exc, AssertionError):
-        return str(exc)
-    if isinstance(exc, BadReturn):  # what came back is the whole story
-        return str(exc)
-    tail = format_error(exc, debug=DEBUG.get())
-    if isinstance(exc, UserCodeError):  # a finding about the user's code
-        return f"{exc}\n{tail}"
-    return (
-        f"{PREFIX} {name}: checking raised {type(exc).__name__}: {exc} (not in the "
-        "case's loss or step: a case field that does not fit, or a hybridcheck bug "
-        f"to report; --debug shows where)\n{tail}"
-    )
-
-
-def failure_cause(exc: BaseException) -> str:
-    """What a failure is about when it is not an invariant's own verdict: the user
-    call that raised (the same for every invariant it blocks)."""
-    if isinstance(exc, UserCodeError):
-        return str(exc)
-    if not isinstance(exc, AssertionError):
-        return f"checking raised {type(exc).__name__}: {exc}"
-    return ""
 
 
 def _preflight(subject: Any, example: Example) -> None:

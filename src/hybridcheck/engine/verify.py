@@ -16,8 +16,8 @@ from hybridcheck.describe.examples import decode, replay
 from hybridcheck.describe.fields import given
 from hybridcheck.engine.case_run import Case, kind, verify_case
 from hybridcheck.engine.guard import guarded
+from hybridcheck.engine.messages import DEBUG
 from hybridcheck.engine.profiles import PROFILES
-from hybridcheck.engine.search import DEBUG
 from hybridcheck.invariants.registry import REGISTRY
 from hybridcheck.report.results import CaseReport, Report
 
