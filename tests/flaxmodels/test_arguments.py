@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
+from flax.training import train_state
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -60,6 +61,10 @@ def _never(*args: Any) -> Any:
     raise AssertionError("the user's code ran before the argument was refused")
 
 
+def _adam(model: Any, lr: Any) -> Any:
+    return nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
+
+
 NNX_ROWS: list[tuple[dict[str, Any], type, str]] = [
     ({"loss": len}, TypeError, r"from_nnx got loss=.*pass loss_fn=\.\.\. instead"),
     ({"init": len}, TypeError, r"got init=.*pass model_fn=\.\.\. instead of init"),
@@ -75,6 +80,19 @@ NNX_ROWS: list[tuple[dict[str, Any], type, str]] = [
     ({"lr": "0.1"}, TypeError, r"\.lr must be a number"),
     ({"rng_halves": "rng"}, TypeError, r"\.rng_halves must be a tuple"),
     ({"description": 3}, TypeError, r"\.description must be a str"),
+    ({"tx": None}, TypeError, r"from_nnx needs the optimizer: optimizer_fn=lambda"),
+    ({"optimizer_fn": _adam}, TypeError, r"got both tx= and optimizer_fn="),
+    (
+        {"tx": None, "optimizer_fn": _adam, "wrt": nnx.Param},
+        TypeError,
+        r"got wrt=\.\.\. beside optimizer_fn=: your optimizer_fn already says it",
+    ),
+    ({"tx": None, "optimizer_fn": 3}, TypeError, r"optimizer_fn must be a function"),
+    (
+        {"tx": None, "optimizer_fn": lambda model, lr: optax.adam(lr)},
+        TypeError,
+        r"optimizer_fn\(model, lr\) must return an nnx.Optimizer",
+    ),
 ]
 
 
@@ -147,6 +165,12 @@ LINEN = {
     "batches": BATCHES,
 }
 
+def _create(variables: Any, lr: Any) -> Any:
+    return train_state.TrainState.create(
+        apply_fn=nn.Dense(1).apply, params=variables["params"], tx=optax.sgd(lr)
+    )
+
+
 LINEN_ROWS: list[tuple[dict[str, Any], type, str]] = [
     ({"loss": len}, TypeError, r"from_linen got loss=.*pass loss_fn=\.\.\. instead"),
     ({"init": len}, TypeError, r"pass module=\.\.\. instead of init"),
@@ -156,6 +180,18 @@ LINEN_ROWS: list[tuple[dict[str, Any], type, str]] = [
     ({"init_kwargs": "train"}, TypeError, r"init_kwargs must be a dict"),
     ({"rngs": 3}, TypeError, r"rngs must be a function or None, got int 3"),
     ({"make_state": 3}, TypeError, r"make_state must be a function or None"),
+    ({"tx": None}, TypeError, r"from_linen needs the optimizer: train_state_fn="),
+    ({"train_state_fn": _create}, TypeError, r"got both tx= and train_state_fn="),
+    (
+        {"tx": None, "train_state_fn": _create, "make_state": _create},
+        TypeError,
+        r"got make_state=\.\.\. beside train_state_fn=",
+    ),
+    (
+        {"tx": None, "train_state_fn": lambda variables, lr: variables},
+        TypeError,
+        r"train_state_fn\(variables, lr\) must return a train state",
+    ),
 ]
 
 

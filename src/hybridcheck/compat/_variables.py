@@ -114,7 +114,7 @@ def module_with_state(
     """
     filters = [f for f, _ in parts]
     graphdef, *states, rest = nnx.split(module, *filters, ...)  # type: ignore[misc]
-    rest = jax.tree_util.tree_map(lambda x: x, rest)
+    rest = jax.tree_util.tree_map(lambda x: x, rest)  # type: ignore[arg-type]
     new_states: list[Any] = []
     for state, (_, values) in zip(states, parts, strict=True):
         state = jax.tree_util.tree_map(lambda x: x, state)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import core as flax_core
@@ -33,42 +33,18 @@ from hybridcheck.flaxmodels.opt_half import (
     LR1,
     PlainTree,
     model_part,
+    opt_fields,
     plain_opt_state,
+    read_train_state,
+    replace_fields,
+)
+from hybridcheck.flaxmodels.optimizers import (
+    check_optimizer_args,
+    common_tx,
+    lr_plan,
 )
 
 __all__ = ["from_linen"]
-
-
-def _read_train_state(name: str, state: Any, variables: Mapping[str, Any]) -> Any:
-    if not dataclasses.is_dataclass(state):
-        raise TypeError(
-            f"[{name}] the user's train_step must return a TrainState or (state, "
-            f"metrics), got {type(state).__name__}; or pass read_state=fn(state) -> "
-            "{collection: tree}"
-        )
-    fields = {f.name for f in dataclasses.fields(state)}
-    if "params" not in fields:
-        raise TypeError(
-            f"[{name}] the state from the user's train_step has no 'params' field; "
-            "pass read_state=fn(state) -> {collection: tree}"
-        )
-    return {c: getattr(state, c) for c in variables if c in fields}
-
-
-def _opt_fields(state: Any) -> dict[str, Any] | None:
-    """A train state's ``step`` and ``opt_state`` (None: it has no such fields)."""
-    if not dataclasses.is_dataclass(state) or isinstance(state, type):
-        return None
-    fields = {f.name for f in dataclasses.fields(state)}
-    if not {"step", "opt_state"} <= fields:
-        return None
-    return {"step": getattr(state, "step"), "opt_state": getattr(state, "opt_state")}  # noqa: B009
-
-
-def _replace(state: Any, **changes: Any) -> Any:
-    if callable(getattr(state, "replace", None)):
-        return state.replace(**changes)
-    return dataclasses.replace(state, **changes)
 
 
 def from_linen(
@@ -77,9 +53,10 @@ def from_linen(
     module: Any,
     loss_fn: Callable[[Any, Any, Any], Any],
     train_step: Callable[[Any, Any], Any],
-    tx: Callable[[Any], Any],
     init_args: Sequence[Any],
     batches: Any,
+    tx: Callable[[Any], Any] | None = None,
+    train_state_fn: Callable[[Any, Any], Any] | None = None,
     init_kwargs: Mapping[str, Any] | None = None,
     train_state: type | None = None,
     make_state: Callable[[Any, Any], Any] | None = None,
@@ -101,9 +78,14 @@ def from_linen(
         check that the step returns them.
       train_step: the user's ``train_step(state, batch) -> state`` or
         ``(state, metrics)``.
+      init_args, init_kwargs: example inputs for ``module.init``.
       tx: a function of the learning rate, as in :func:`from_nnx`. The state's
         ``step`` and ``opt_state`` travel in the ``opt`` half, from step to step.
-      init_args, init_kwargs: example inputs for ``module.init``.
+      train_state_fn: instead of ``tx``/``train_state``/``make_state``, your own
+        ``TrainState.create`` call: ``train_state_fn(variables, lr) -> state``
+        (``variables`` holds every collection), with any optax transformation or
+        schedule; ``tx`` is the state's own ``.tx``. A learning rate it cannot
+        take traced is fixed as in :func:`from_nnx`.
       train_state: your ``TrainState`` subclass (default flax's ``TrainState``); a
         field named like a collection (``batch_stats: Any``) starts with it.
       make_state: ``make_state(variables, tx) -> state`` (default
@@ -119,8 +101,19 @@ def from_linen(
         {**batch, "rng": key})`` for ``randomness_is_used``.
       name, batches, halves, lr, sgd, description, options: as in :func:`from_nnx`.
     """
-    check_common(name, halves, tx, loss_fn=loss_fn, train_step=train_step)
+    check_optimizer_args(
+        name,
+        "from_linen",
+        tx=tx,
+        factory=train_state_fn,
+        factory_name="train_state_fn",
+        example="lambda variables, lr: TrainState.create(apply_fn=module.apply, "
+        "params=variables['params'], tx=optax.adam(lr))",
+        not_with={"train_state": train_state, "make_state": make_state},
+    )
+    check_common(name, halves, common_tx(tx), loss_fn=loss_fn, train_step=train_step)
     check_options(name, "from_linen", "module", batches, options)
+    make_tx = cast(Callable[[Any], Any], tx)  # given where no factory builds it
     if not isinstance(module, nn.Module):
         fix = (
             f"; write module={module.__name__}(...), an instance"
@@ -181,8 +174,16 @@ def from_linen(
         if not issubclass(compat.collection_variable_type(str(c)) or object, nnx.Param)
     }
 
-    def new_state(variables: Mapping[str, Any], lr: Any) -> Any:
-        made = call(name, "tx", tx, lr)
+    def built_state(variables: Mapping[str, Any], lr: Any) -> Any:
+        if train_state_fn is not None:
+            state = call(name, "train_state_fn", train_state_fn, variables, lr)
+            if not (dataclasses.is_dataclass(state) and hasattr(state, "params")):
+                raise TypeError(
+                    f"[{name}] train_state_fn(variables, lr) must return a train "
+                    f"state (TrainState.create(...)), got {given(state)}"
+                )
+            return state
+        made = call(name, "tx", make_tx, lr)
         if make_state is None:
             collections = {c: variables[c] for c in variables if c in extra_fields}
             return train_state.create(  # type: ignore[union-attr]
@@ -193,10 +194,25 @@ def from_linen(
             )
         return call(name, "make_state", make_state, variables, made)
 
+    plan = lr_plan(
+        name,
+        "tx" if train_state_fn is None else "train_state_fn",
+        lambda lr: opt_fields(built_state(template, lr)),
+        lr,
+    )
+
+    def new_state(variables: Mapping[str, Any], lr: Any) -> Any:
+        return built_state(variables, plan.used(lr))
+
+    def tx_at(lr: Any) -> Any:  # the optax transformation a step applies
+        if train_state_fn is None:
+            return call(name, "tx", make_tx, plan.used(lr))
+        return new_state(template, lr).tx  # TrainState.create keeps it
+
     opt: PlainTree | None = None
-    fields0 = _opt_fields(new_state(template, LR0))
+    fields0 = opt_fields(new_state(template, LR0))
     if fields0 is not None:
-        opt = PlainTree.of(fields0, _opt_fields(new_state(template, LR1)))
+        opt = PlainTree.of(fields0, opt_fields(new_state(template, LR1)))
 
     def keys_for(batch: Any) -> Any:
         if rngs is None:
@@ -207,7 +223,7 @@ def from_linen(
         variables = variables_for(key)
         out = layout.halves(variables, after="module.init")
         if opt is not None:
-            fields = _opt_fields(new_state(variables, LR0))
+            fields = opt_fields(new_state(variables, LR0))
             out[OPT] = plain_opt_state(name, opt, fields, "tx(lr).init")
         return out
 
@@ -221,18 +237,18 @@ def from_linen(
         variables = layout.rebuild(model_part(params))
         state = new_state(variables, lr)
         if opt is not None:
-            fresh_fields = _opt_fields(state)
-            state = _replace(state, **opt.rebuild(params[OPT], fresh_fields))
+            fresh_fields = opt_fields(state)
+            state = replace_fields(state, **opt.rebuild(params[OPT], fresh_fields))
         out = call(name, "train_step", train_step, state, batch)
         new = out[0] if type(out) is tuple else out
         if read_state is None:
-            updates = _read_train_state(name, new, variables)
+            updates = read_train_state(name, new, variables)
         else:
             updates = call(name, "read_state", read_state, new)
         new_vars = {**variables, **flax_core.unfreeze(dict(updates))}
         result = layout.halves(new_vars, after="the user's train_step")
         if opt is not None:
-            fields = _opt_fields(new)
+            fields = opt_fields(new)
             if fields is None:
                 raise TypeError(
                     f"[{name}] the state from the user's train_step has no "
@@ -264,4 +280,15 @@ def from_linen(
         "partition_specs": model_specs.linen_specs(layout, boxed),
     }
     made = Functional(layout, opt, init, loss, step, auto)
-    return made.case("Linen", name, tx, sgd, batches, lr, description, options)
+    derived = train_state_fn is not None or plan.fixed is not None
+    return made.case(
+        "Linen",
+        name,
+        tx_at if derived else tx,
+        sgd,
+        batches,
+        plan.case_lr,
+        description,
+        options,
+        given=tx,
+    )

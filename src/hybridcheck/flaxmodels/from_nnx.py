@@ -6,7 +6,7 @@ See ``functionalize.py`` for the halves and the automatic fields.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 
@@ -31,6 +31,11 @@ from hybridcheck.flaxmodels.opt_half import (
     model_part,
     plain_opt_state,
 )
+from hybridcheck.flaxmodels.optimizers import (
+    check_optimizer_args,
+    common_tx,
+    lr_plan,
+)
 
 __all__ = ["from_nnx"]
 
@@ -54,8 +59,9 @@ def from_nnx(
     model_fn: Callable[[Any], Any],
     loss_fn: Callable[[Any, Any], Any],
     train_step: Callable[[Any, Any, Any], Any],
-    tx: Callable[[Any], Any],
     batches: Any,
+    tx: Callable[[Any], Any] | None = None,
+    optimizer_fn: Callable[[Any, Any], Any] | None = None,
     halves: Patterns | None = None,
     wrt: Any = None,
     stochastic: bool | None = None,
@@ -76,14 +82,23 @@ def from_nnx(
       train_step: the user's ``train_step(model, optimizer, batch)``, updating in
         place through ``nnx.Optimizer`` (its return value is ignored; ``@nnx.jit``
         is fine).
+      batches: a Hypothesis strategy of batches, or ``batch_fn(key)``.
       tx: a function of the learning rate: ``optax.sgd``, ``lambda lr: optax.adam(lr)``.
         Each step builds ``nnx.Optimizer(model, tx(lr), wrt=...)`` afresh and
         installs the ``opt`` half (the state the previous step left) into it.
-      batches: a Hypothesis strategy of batches, or ``batch_fn(key)``.
+      optimizer_fn: instead of ``tx``/``wrt``, your own construction:
+        ``optimizer_fn(model, lr) -> nnx.Optimizer``, e.g. ``lambda model, lr:
+        nnx.Optimizer(model, optax.adamw(schedule(lr)), wrt=nnx.Param)``: any
+        optax transformation, schedule and ``wrt``. Each step calls it afresh and
+        installs the ``opt`` half; ``tx`` (for ``update_matches_tx``) is the one
+        it builds. Where it cannot be built from a traced lr (optax checks some
+        schedule arguments in Python), it gets ``lr`` if that is a number, else
+        ``optimizers.FIXED_LR``, in every step.
       halves: ``{label: pattern(s)}`` over '/'-joined parameter paths, overriding
         the automatic labels (``{"encoder": "encoder/*"}``).
-      wrt: the optimizer's filter, as in your code (default ``nnx.Param``; e.g.
-        ``nnx.LoRAParam`` to fine-tune LoRA only: mark the rest ``frozen``).
+      wrt: with ``tx``, the optimizer's filter, as in your code (default
+        ``nnx.Param``; e.g. ``nnx.LoRAParam`` to fine-tune LoRA only: mark the rest
+        ``frozen``).
       stochastic: whether the model draws randomness from its RNG state in training
         (enables ``randomness_is_used``). Default: an ``nnx.Dropout`` or Linen
         ``nn.Dropout`` with ``rate > 0`` is in the model (see the module doc).
@@ -92,15 +107,35 @@ def from_nnx(
         ``sgd`` defaults to ``tx is optax.sgd``.
 
     Raises:
-      TypeError, ValueError: bad arguments, or fewer than two trainable halves.
-      UserCodeError: ``model_fn``/``loss_fn``/``train_step``/``tx`` raised.
+      TypeError, ValueError: bad arguments (both or neither of ``tx`` and
+        ``optimizer_fn``), or fewer than two trainable halves.
+      UserCodeError: ``model_fn``/``loss_fn``/``train_step``/``tx``/
+        ``optimizer_fn`` raised.
 
     Example:
       >>> case = from_nnx("mine", model_fn=make, loss_fn=loss, train_step=step,
       ...                 tx=optax.sgd, batches=my_batches)
+      >>> case = from_nnx("mine", model_fn=make, loss_fn=loss, train_step=step,
+      ...                 optimizer_fn=lambda model, lr: nnx.Optimizer(
+      ...                     model, optax.adamw(lr), wrt=nnx.Param),
+      ...                 batches=my_batches)
     """
+    check_optimizer_args(
+        name,
+        "from_nnx",
+        tx=tx,
+        factory=optimizer_fn,
+        factory_name="optimizer_fn",
+        example="lambda model, lr: nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)",
+        not_with={"wrt": wrt},
+    )
     check_common(
-        name, halves, tx, model_fn=model_fn, loss_fn=loss_fn, train_step=train_step
+        name,
+        halves,
+        common_tx(tx),
+        model_fn=model_fn,
+        loss_fn=loss_fn,
+        train_step=train_step,
     )
     if isinstance(model_fn, nnx.Module):
         raise TypeError(
@@ -110,6 +145,7 @@ def from_nnx(
             "every init builds a fresh model"
         )
     check_options(name, "from_nnx", "model_fn", batches, options)
+    make_tx = cast(Callable[[Any], Any], tx)  # given where no factory builds it
     if stochastic is not None and not isinstance(stochastic, bool):
         raise TypeError(
             f"[{name}] stochastic must be True, False or None (None: look for "
@@ -130,21 +166,45 @@ def from_nnx(
     layout = _graph.nnx_layout(name, template, halves)
     wrt = nnx.Param if wrt is None else wrt
 
-    def optimizer_for(model: Any, lr: Any) -> Any:
-        return compat.make_optimizer(model, call(name, "tx", tx, lr), wrt=wrt)
-
-    def opt_state_at(lr: float) -> Any:
-        return compat.optimizer_state(optimizer_for(template, lr))
-
-    found = PlainTree.of(opt_state_at(LR0), opt_state_at(LR1))
-    opt = found if found.keys else None
-
     def fresh(params: Any) -> Any:
         return nnx.merge(graphdef, layout.rebuild(model_part(params)))
 
     def model_halves(model: Any, after: str) -> dict[str, Any]:
         compat.drop_intermediates(model)
         return layout.halves(nnx.split(model)[1], after=after)
+
+    def build_optimizer(model: Any, lr: Any) -> Any:
+        if optimizer_fn is None:
+            return compat.make_optimizer(model, call(name, "tx", make_tx, lr), wrt=wrt)
+        made = call(name, "optimizer_fn", optimizer_fn, model, lr)
+        if not isinstance(made, nnx.Optimizer):
+            raise TypeError(
+                f"[{name}] optimizer_fn(model, lr) must return an nnx.Optimizer "
+                f"built on the model it is given, got {given(made)}"
+            )
+        return made
+
+    params0 = model_halves(template, "model_fn")
+    plan = lr_plan(
+        name,
+        "tx" if optimizer_fn is None else "optimizer_fn",
+        lambda lr: compat.optimizer_state(build_optimizer(fresh(params0), lr)),
+        lr,
+    )
+
+    def optimizer_for(model: Any, lr: Any) -> Any:
+        return build_optimizer(model, plan.used(lr))
+
+    def opt_state_at(lr: float) -> Any:
+        return compat.optimizer_state(optimizer_for(template, lr))
+
+    def tx_at(lr: Any) -> Any:  # the optax transformation a step applies
+        if optimizer_fn is None:
+            return call(name, "tx", make_tx, plan.used(lr))
+        return compat.optimizer_tx(optimizer_for(template, lr))
+
+    found = PlainTree.of(opt_state_at(LR0), opt_state_at(LR1))
+    opt = found if found.keys else None
 
     def init(key: jax.Array) -> dict[str, Any]:
         model = _build_nnx(name, model_fn, key)
@@ -189,4 +249,14 @@ def from_nnx(
         "partition_specs": model_specs.nnx_specs(layout, template),
     }
     made = Functional(layout, opt, init, loss, step, auto)
-    return made.case("NNX", name, tx, sgd, batches, lr, description, options)
+    return made.case(
+        "NNX",
+        name,
+        tx if optimizer_fn is None and plan.fixed is None else tx_at,
+        sgd,
+        batches,
+        plan.case_lr,
+        description,
+        options,
+        given=tx,
+    )

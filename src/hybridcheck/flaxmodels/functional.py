@@ -100,8 +100,14 @@ class Functional:
         lr: Any,
         description: str,
         options: dict[str, Any],
+        *,
+        given: Any = None,
     ) -> HybridCase:
-        """The case of a ``kind`` ("NNX", "Linen") model with what the user passed."""
+        """The case of a ``kind`` ("NNX", "Linen") model with what the user passed.
+
+        ``tx`` is the case's ``tx(lr)`` (read from the user's optimizer factory
+        where they gave one), ``given`` the ``tx=`` they passed (None with a
+        factory): ``sgd`` defaults to ``given is optax.sgd``."""
         auto = self.auto
         if self.opt is not None:
             auto = {**auto, "tx": tx}
@@ -116,7 +122,7 @@ class Functional:
         return HybridCase(
             name=name,
             non_trainable=self.layout.non_trainable + opt,
-            sgd=_is_sgd(tx) if sgd is None else sgd,
+            sgd=_is_sgd(given) if sgd is None else sgd,
             init=self.init,
             loss=self.loss,
             batches=batches,

@@ -14,12 +14,15 @@ Halves (``graph``): ``nnx`` / ``linen:<ToNNX path>`` / ``linen`` /
 * ``rng``: NNX RNG state (``nnx.RngKey`` as ``uint32`` key data, ``nnx.RngCount``);
 * ``opt``: the optimizer's state (``nnx.Optimizer``'s step and optax state, or a
   ``TrainState``'s ``step`` and ``opt_state``), threaded from step to step: each step
-  builds the optimizer from ``tx(lr)`` and installs this half into it.
+  builds the optimizer (from ``tx(lr)``, or by the user's own ``optimizer_fn`` /
+  ``train_state_fn``; see ``optimizers``) and installs this half into it.
 
 The case also gets what the training-loop invariants need:
 
-* ``tx``: the ``tx`` given (``update_matches_tx``), where the optimizer state is
-  threaded (always for NNX; for Linen when the state has ``step``/``opt_state``);
+* ``tx``: the ``tx`` given, or the one the user's factory builds
+  (``update_matches_tx``, and what each step's update is judged against), where the
+  optimizer state is threaded (always for NNX; for Linen when the state has
+  ``step``/``opt_state``);
 * ``state_fn`` (``state_is_threaded``): NNX: the ``state``/``rng`` halves after one
   call of ``loss_fn`` on a fresh model (the training forward pass). Linen: when
   ``loss_fn`` returns ``(loss, aux)`` with ``aux`` a mapping of Linen collections

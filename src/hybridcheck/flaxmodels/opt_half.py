@@ -3,7 +3,8 @@
 ``from_nnx``/``from_linen`` read the optimizer's state (``nnx.Optimizer``'s step and
 optax state, or a ``TrainState``'s ``step`` and ``opt_state``) into a nested
 ``dict`` of plain arrays with a :class:`PlainTree`, and install it into the
-optimizer each step builds afresh from ``tx(lr)``.
+optimizer each step builds afresh (from ``tx(lr)`` or the user's factory). A
+``TrainState``'s fields are read and replaced here too.
 """
 
 from __future__ import annotations
@@ -101,3 +102,38 @@ def model_part(params: Any) -> Any:
     if isinstance(params, Mapping) and OPT in params:
         return {k: v for k, v in params.items() if k != OPT}
     return params
+
+
+def read_train_state(name: str, state: Any, variables: Mapping[str, Any]) -> Any:
+    """The collections of ``variables`` that the train state ``state`` has a field
+    of the same name for (``params``, ``batch_stats``, ...)."""
+    if not dataclasses.is_dataclass(state):
+        raise TypeError(
+            f"[{name}] the user's train_step must return a TrainState or (state, "
+            f"metrics), got {type(state).__name__}; or pass read_state=fn(state) -> "
+            "{collection: tree}"
+        )
+    fields = {f.name for f in dataclasses.fields(state)}
+    if "params" not in fields:
+        raise TypeError(
+            f"[{name}] the state from the user's train_step has no 'params' field; "
+            "pass read_state=fn(state) -> {collection: tree}"
+        )
+    return {c: getattr(state, c) for c in variables if c in fields}
+
+
+def opt_fields(state: Any) -> dict[str, Any] | None:
+    """A train state's ``step`` and ``opt_state`` (None: it has no such fields)."""
+    if not dataclasses.is_dataclass(state) or isinstance(state, type):
+        return None
+    fields = {f.name for f in dataclasses.fields(state)}
+    if not {"step", "opt_state"} <= fields:
+        return None
+    return {"step": getattr(state, "step"), "opt_state": getattr(state, "opt_state")}  # noqa: B009
+
+
+def replace_fields(state: Any, **changes: Any) -> Any:
+    """``state`` with ``changes`` (its own ``replace``, else a dataclass replace)."""
+    if callable(getattr(state, "replace", None)):
+        return state.replace(**changes)
+    return dataclasses.replace(state, **changes)

@@ -71,8 +71,18 @@ def _sgd(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> dict[str, Any]:
     return {"sgd_excess": jnp.max(err - tol - tiny, initial=-np.inf)}
 
 
+def _reach(o: Any, n: Any, g: Any, lr: Any, ulps: Any) -> dict[str, Any]:
+    # ``n`` is an update (the optimizer's own, not new params): does it move the
+    # leaf by more than float resolution?
+    return {
+        "visible": jnp.any(jnp.abs(n) > ulp_floor(o)),
+        "max_update": jnp.max(jnp.abs(n), initial=0.0),
+    }
+
+
 GROUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "moves": _moves,
+    "reach": _reach,
     "descent": _descent,
     "sgd": _sgd,
 }

@@ -141,7 +141,13 @@ def check_grads_match_params(s: Subject, e: Example) -> None:
 def gather_grads(s: Subject, e: Example) -> None:
     # Along a short trajectory, not only at initialisation: LoRA's lora_a has a zero
     # gradient at the first step (lora_b = 0) and a nonzero one from the second.
-    s.trajectory(e)  # each gradient is recorded in s.grads_seen where computed
+    # Each gradient is recorded in s.grads_seen where computed; the one at the
+    # trajectory's last point too: after a first step at lr 0 (a warmup from 0)
+    # only the second step moves a zero-initialised scale or opens a step-counted
+    # gate (a linear probe's stop_gradient), and only the point after it shows
+    # the gradient that reaches past them.
+    points, _ = s.trajectory(e)
+    s.grads_at(points[-1], e.batch)
 
 
 def conclude_every_half_gets_gradient(s: Subject) -> None:
@@ -160,10 +166,11 @@ register(
     ),
     Invariant(
         "every_half_gets_gradient",
-        "across all examples, a half or leaf whose gradient is always zero (a loss "
-        "that closes over one half)",
+        "across all examples and the points of their trajectories, a half or leaf "
+        "whose gradient is always zero (a loss that closes over one half); a gate or "
+        "a zero-initialised scale that opens after a step or two is no failure",
         gather_grads,
         conclude=conclude_every_half_gets_gradient,
-        cost=("trajectory",),
+        cost=("trajectory", "grad"),
     ),
 )

@@ -23,6 +23,7 @@ __all__ = [
     "STATE_TOL",
     "RESEED_KEYS",
     "assert_state_is_threaded",
+    "forwards_per_step",
     "assert_randomness_is_used",
 ]
 
@@ -36,6 +37,7 @@ def assert_state_is_threaded(
     new: Any,
     forward: Any,
     *,
+    forwards: int = 1,
     rtol: float = STATE_TOL["rtol"],
     atol: float = STATE_TOL["atol"],
 ) -> None:
@@ -45,11 +47,18 @@ def assert_state_is_threaded(
       old: the state halves before the step, by half.
       new: the state halves the step returned, by half.
       forward: the state halves as one training forward pass at ``old`` leaves them.
+      forwards: how many training forward passes the step runs per update (2 for
+        gradient accumulation over two micro-batches; see
+        :func:`forwards_per_step`).
 
     A leaf the forward pass changes must come back equal to what the forward pass
-    produced (to ``rtol``/``atol``; integers exactly). A leaf the forward pass leaves
-    alone is exempt.
+    produced (to ``rtol``/``atol``; integers exactly). With ``forwards = n > 1``
+    an integer leaf (a counter, an RNG count) must have advanced ``n`` times as far
+    and a floating leaf (statistics of micro-batches the step chose) must have been
+    updated. A leaf the forward pass leaves alone is exempt.
     """
+    if not isinstance(forwards, int) or forwards < 1:
+        raise ValueError(f"forwards must be a positive int, got {forwards!r}")
     problems = []
     for (label, o, n), (_, _, f) in zip(
         paired_halves(old, new, ("old state", "new state")),
@@ -64,8 +73,15 @@ def assert_state_is_threaded(
                 continue
             exact = not np.issubdtype(f_.dtype, np.inexact)
             if exact:
-                bad = n_ != f_
+                want = o_.astype(np.int64) + forwards * (
+                    f_.astype(np.int64) - o_.astype(np.int64)
+                )
+                bad = n_.astype(np.int64) != want
+            elif forwards > 1:
+                want = f_
+                bad = (n_ == o_) & (f_ != o_)
             else:
+                want = f_
                 bad = ~np.isclose(
                     n_.astype(np.float64), f_.astype(np.float64), rtol=rtol, atol=atol
                 )
@@ -77,10 +93,11 @@ def assert_state_is_threaded(
                 if np.array_equal(n_, o_)
                 else "came back with another value"
             )
+            times = f" ({forwards} forward passes)" if forwards > 1 else ""
             problems.append(
                 f"half '{label}' leaf {path}{index_str(i)}: the forward pass updates "
-                f"it to {_num(f_[i])} (from {_num(o_[i])}) but the step's result "
-                f"{what}: {_num(n_[i])}"
+                f"it to {_num(want[i])}{times} (from {_num(o_[i])}) but the step's "
+                f"result {what}: {_num(n_[i])}"
             )
     fail(
         "state_is_threaded",
@@ -90,6 +107,44 @@ def assert_state_is_threaded(
         "in Linen, the module's updated BatchStat in NNX), not the old state, not "
         "state moved by the optimizer, not state from an eval-mode pass.",
     )
+
+
+def forwards_per_step(old: Any, new: Any, forward: Any) -> int:
+    """How many training forward passes the step ran, from its RNG counts.
+
+    Args:
+      old, new, forward: the RNG state halves (``nnx.RngCount`` leaves) before the
+        step, after it, and after one forward pass, by half.
+
+    Every training forward draws the same number of keys, so a step running ``n``
+    of them (gradient accumulation, micro-batches) advances every count that one
+    forward pass advances by ``n`` times as much. Returns that ``n`` where it is
+    one whole number >= 1 for every such count, else 1 (no count moves, or the
+    counts disagree: ``assert_state_is_threaded`` then names them).
+    """
+    ratios = set()
+    for (_, o, n), (_, _, f) in zip(
+        paired_halves(old, new, ("old state", "new state")),
+        paired_halves(old, forward, ("old state", "forward state")),
+        strict=True,
+    ):
+        for (_, ol), (_, nl), (_, fl) in zip(
+            leaves(o), leaves(n), leaves(f), strict=True
+        ):
+            o_, n_, f_ = (np.asarray(x) for x in (ol, nl, fl))
+            if np.issubdtype(f_.dtype, np.inexact) or n_.shape != f_.shape:
+                continue
+            drawn = f_.astype(np.int64) - o_.astype(np.int64)
+            ran = n_.astype(np.int64) - o_.astype(np.int64)
+            moved = drawn != 0
+            ratios |= {
+                (int(r), int(d)) for r, d in zip(ran[moved], drawn[moved], strict=True)
+            }
+    counts = {r // d for r, d in ratios if d > 0 and r % d == 0}
+    if len(counts) == 1 and all(r % d == 0 for r, d in ratios if d > 0):
+        (n,) = counts
+        return n if n >= 1 else 1
+    return 1
 
 
 def _num(x: Any) -> str:
@@ -151,8 +206,23 @@ def check_state_is_threaded(s: Subject, e: Example) -> None:
             f"{s.name}: state_fn returned halves {sorted(unknown)} that params lacks "
             f"(halves {list(old)})"
         )
+    # A step that runs several training forwards per update (gradient
+    # accumulation) is recognised from its own RNG counts.
+    rng = [h for h in s.rng_halves if h in forward]
+    forwards = (
+        forwards_per_step(
+            {h: old[h] for h in rng},
+            {h: new[h] for h in rng},
+            {h: forward[h] for h in rng},
+        )
+        if rng
+        else 1
+    )
     assert_state_is_threaded(
-        {h: old[h] for h in forward}, {h: new[h] for h in forward}, forward
+        {h: old[h] for h in forward},
+        {h: new[h] for h in forward},
+        forward,
+        forwards=forwards,
     )
 
 
@@ -200,7 +270,8 @@ register(
     Invariant(
         "state_is_threaded",
         "state the training forward pass updates (BatchNorm statistics) returned "
-        "stale, moved by the optimizer, or taken from another pass",
+        "stale, moved by the optimizer, or taken from another pass; a step running "
+        "several training forwards (accumulation) is recognised by its RNG counts",
         check_state_is_threaded,
         needs_field="state_fn",
         cost=("step",),

@@ -4,6 +4,7 @@ descent direction, and by ``-lr * g`` for plain SGD.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import jax
@@ -13,10 +14,13 @@ from hybridcheck.describe.subject import Example, Subject
 from hybridcheck.describe.trees import (
     fail,
     index_str,
-    leaf_triples,
     paired_halves,
 )
-from hybridcheck.invariants._reduce import update_summary
+from hybridcheck.invariants._moved import (
+    step_leaves,
+    summarise,
+    tx_updates,
+)
 from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
@@ -37,18 +41,6 @@ FLAT_GRADIENT = 1e-12
 """``||g||^2`` below this (relative to the loss) is a flat point: no first order."""
 
 
-def _summarise(
-    old: Any, new: Any, grads: Any, group: str, **kwargs: float
-) -> tuple[list[tuple[str, str, Any, Any, Any]], dict[str, np.ndarray]]:
-    """The leaves ``(half, path, old, new, grad)`` and their on-device summary
-    (the columns of ``group``, see :mod:`hybridcheck._reduce`)."""
-    # Halves in label order: a container's order varies (a dict that went through
-    # jit comes back sorted), and one order means one compiled summary.
-    triples = sorted(leaf_triples(old, new, grads), key=lambda t: t[0])
-    old_, new_, grads_ = ([t[k] for t in triples] for k in (2, 3, 4))
-    return triples, update_summary(old_, new_, grads_, group=group, **kwargs)
-
-
 def assert_update_changes_exactly_graded_leaves(
     old: Any,
     new: Any,
@@ -56,30 +48,44 @@ def assert_update_changes_exactly_graded_leaves(
     *,
     lr: float,
     allow_change_without_grad: bool = False,
+    expected: Any = None,
+    moved_elsewhere: Collection[tuple[str, str]] = (),
+    step: int = 1,
 ) -> None:
-    """Leaves with an SGD-visible gradient change; zero-gradient leaves do not.
+    """Leaves with a gradient that the update moves change; zero-gradient leaves do
+    not.
 
-    "SGD-visible": some element has ``lr * |g|`` above 4 ulp of the param (and above
-    the smallest normal float: subnormal updates are flushed), so a first-order
-    step must move it (Adam/momentum move it even more at step 1). A leaf
-    with an identically zero gradient must stay put, unless
-    ``allow_change_without_grad`` (weight decay, EMA).
+    A leaf must change where the step's update of it is above float resolution (4
+    ulp of the param, and above the smallest normal float: subnormal updates are
+    flushed): the optimizer's own update of this step where ``expected`` gives it
+    (a warmup step at lr 0 moves nothing), else ``lr * g`` (Adam and momentum move
+    at least that far at step 1). A leaf with an identically zero gradient must
+    stay put, unless ``allow_change_without_grad`` (weight decay, EMA).
+
+    Args:
+      old, new, grads: the params before and after the step, and the gradient at
+        ``old``, by half.
+      lr: the learning rate the step was given.
+      allow_change_without_grad: a leaf may move without gradient.
+      expected: the optimizer's own update of this step, by half (optional).
+      moved_elsewhere: ``(half, leaf path)`` of leaves that another step of the
+        same trajectory moves: a leaf left in place here but moved there waited
+        for a warmup or a gate; it is not a dropped update.
+      step: which step of a trajectory this is (named in the message from 2 on).
     """
-    problems = []
-    triples, summary = _summarise(old, new, grads, "moves", lr=lr)
-    for i, (label, path, *_) in enumerate(triples):
-        changed, visible = summary["changed"][i], summary["visible"][i]
-        if visible and not changed:
-            problems.append(
-                f"half '{label}' leaf {path}: gradient max|g|="
-                f"{float(summary['max_grad'][i]):.3g} (lr={lr:g}) but the leaf did "
-                "not change"
-            )
-        if not allow_change_without_grad and not summary["graded"][i] and changed:
-            problems.append(
-                f"half '{label}' leaf {path}: gradient is zero but the leaf "
-                f"changed by max {float(summary['max_update'][i]):.3g}"
-            )
+    found = step_leaves(old, new, grads, lr=lr, expected=expected)
+    at = f"step {step}: " if step != 1 else ""
+    problems = [
+        f"{at}half '{label}' leaf {path}: {what}"
+        for label, path, what in found.unmoved
+        if (label, path) not in moved_elsewhere
+    ]
+    if not allow_change_without_grad:
+        problems += [
+            f"{at}half '{label}' leaf {path}: gradient is zero but the leaf changed by "
+            f"max {size:.3g}"
+            for label, path, size in found.ungraded
+        ]
     fail(
         "update_changes_exactly_graded_leaves",
         problems,
@@ -98,7 +104,7 @@ def assert_update_is_descent(old: Any, new: Any, grads: Any) -> None:
     """
     problems = []
     paired_halves(old, grads, ("old", "grads"))  # the same halves, or a clear error
-    triples, summary = _summarise(old, new, grads, "descent")
+    triples, summary = summarise(old, new, grads, "descent")
     for label in dict.fromkeys(t[0] for t in triples):
         mine = [i for i, t in enumerate(triples) if t[0] == label]
         grad_sq = float(np.sum(summary["grad_sq"][mine]))
@@ -132,7 +138,7 @@ def assert_sgd_update(
     of the leaf's largest gradient entry, not of each (possibly cancelled) entry.
     """
     problems = []
-    triples, summary = _summarise(old, new, grads, "sgd", lr=lr, ulps=ulps)
+    triples, summary = summarise(old, new, grads, "sgd", lr=lr, ulps=ulps)
     for k, (label, path, ol, nl, gl) in enumerate(triples):
         if not summary["sgd_excess"][k] > 0:  # the device found no element off
             continue
@@ -174,23 +180,62 @@ def new_params(s: Subject, e: Example, name: str) -> Any:
 
 
 def check_update_changes_exactly_graded_leaves(s: Subject, e: Example) -> None:
-    assert_update_changes_exactly_graded_leaves(
-        s.trainable(e.params),
-        s.trainable(new_params(s, e, "update_changes_exactly_graded_leaves")),
-        s.grads(e),
-        lr=e.lr,
-        # A declared optimizer may move leaves without gradient (decoupled weight
-        # decay, adamw): update_matches_tx checks its exact update instead.
-        allow_change_without_grad=s.tx is not None,
-    )
+    old = s.trainable(e.params)
+    new = s.trainable(new_params(s, e, "update_changes_exactly_graded_leaves"))
+    # A declared optimizer may move leaves without gradient (decoupled weight
+    # decay, adamw): update_matches_tx checks its exact update instead.
+    allow = s.tx is not None
+    try:
+        assert_update_changes_exactly_graded_leaves(
+            old, new, s.grads(e), lr=e.lr, allow_change_without_grad=allow
+        )
+    except AssertionError:
+        # Only a failure pays for this: each step of the trajectory judged against
+        # the optimizer's own update of that step (a warmup's first step at lr 0
+        # need not move anything, its second must), a leaf left in place at one
+        # step and moved at another excused (a gate, a warmup the case's tx does
+        # not know).
+        expected = tx_updates(s, e)
+        points, grads = s.trajectory(e)
+        trainable = [s.trainable(p) for p in points]
+        moved = [
+            step_leaves(a, b, g, lr=e.lr).moved
+            for a, b, g in zip(trainable, trainable[1:], grads, strict=False)
+        ]
+        for k, g in enumerate(grads):
+            assert_update_changes_exactly_graded_leaves(
+                trainable[k],
+                trainable[k + 1],
+                g,
+                lr=e.lr,
+                allow_change_without_grad=allow or k > 0,
+                expected=None if expected is None else expected[k],
+                moved_elsewhere=set().union(*moved[:k], *moved[k + 1 :]),
+                step=k + 1,
+            )
 
 
 def check_update_is_descent(s: Subject, e: Example) -> None:
-    assert_update_is_descent(
-        s.trainable(e.params),
-        s.trainable(new_params(s, e, "update_is_descent")),
-        s.grads(e),
-    )
+    old = s.trainable(e.params)
+    new = s.trainable(new_params(s, e, "update_is_descent"))
+    assert_update_is_descent(old, new, s.grads(e))
+    # A half the first step left in place (a warmup at lr 0, a gated half) is
+    # judged at the first step of the trajectory that moves it.
+    moved = step_leaves(old, new, s.grads(e), lr=e.lr).moved
+    still = set(old) - {half for half, _ in moved}
+    if not still:
+        return
+    points, grads = s.trajectory(e)
+    for k in range(1, len(grads)):
+        a, b = s.trainable(points[k]), s.trainable(points[k + 1])
+        assert_update_is_descent(
+            {h: a[h] for h in still},
+            {h: b[h] for h in still},
+            {h: grads[k][h] for h in still},
+        )
+        still -= {half for half, _ in step_leaves(a, b, grads[k], lr=e.lr).moved}
+        if not still:
+            return
 
 
 def check_sgd_update(s: Subject, e: Example) -> None:
@@ -208,14 +253,18 @@ register(
         "update_changes_exactly_graded_leaves",
         "a half or leaf with a gradient that the step leaves unchanged (default "
         "argnums, a half not updated, a closure, a stop_gradient); a leaf moved "
-        "without gradient",
+        "without gradient. Judged against the lr each step used (where the case "
+        "names `tx`, the optimizer's own update: a warmup step at lr 0 moves "
+        "nothing) and along the trajectory (a leaf that moves from step 2 waited for "
+        "a warmup or a gate)",
         check_update_changes_exactly_graded_leaves,
         cost=("step", "grad", "reduce"),
     ),
     Invariant(
         "update_is_descent",
         "per half `<new - old, -g> > 0` (holds for SGD, momentum, Adam's first "
-        "step): a sign error on one half",
+        "step): a sign error on one half; a half the first step leaves in place (lr "
+        "0) is judged at the first step of the trajectory that moves it",
         check_update_is_descent,
         cost=("step", "grad", "reduce"),
     ),
