@@ -58,13 +58,23 @@ def active_call() -> tuple[str, str, float] | None:
     return case, where, time.perf_counter() - start
 
 
+ON_CALL: list[Callable[[str, str, bool], None]] = []
+"""Observers of user calls, ``(case, where, entering)``: the supervised worker
+records them, so that a worker killed inside one (no Python runs on SIGKILL) is
+said to have been in it."""
+
+
 @contextlib.contextmanager
 def _calling(case: str, where: str) -> Iterator[None]:
     _CALLS.append((case, where, time.perf_counter()))
+    for observe in ON_CALL:
+        observe(case, where, True)
     try:
         yield
     finally:
         _CALLS.pop()
+        for observe in ON_CALL:
+            observe(case, where, False)
 
 
 def call(case: str, where: str, fn: Callable[..., Any], *args: Any) -> Any:

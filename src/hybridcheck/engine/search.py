@@ -201,6 +201,7 @@ def search(
         if all(t.failure is not None for t in tallies.values()):
             raise _AllFailed
 
+    running.start("drawing the first example (the case's batches strategy)", None)
     try:
         run()
     except (_AllFailed, Unsatisfiable, FailedHealthCheck):

@@ -141,8 +141,10 @@ def _verify(
             print(headline(Report([], args.profile, {}, aborted=why)))
             return EXIT_CODES["aborted"]
     if not cases:  # a target that names an empty list: nothing to verify
-        print(headline(Report([], args.profile, {})))
-        return EXIT_CODES["nothing ran"]
+        code = EXIT_CODES["nothing ran"]
+        named = ", ".join(args.targets)
+        print(f"hybridcheck: NOTHING RAN (exit {code}): {named} named no case (empty)")
+        return code
     unknown = _unknown_invariants(args.invariant or [], cases)
     if unknown:
         print(f"hybridcheck verify: error: {unknown}", file=sys.stderr)

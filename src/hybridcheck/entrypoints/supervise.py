@@ -84,6 +84,13 @@ def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
 def _doing(events: list[dict[str, Any]]) -> str:
     running = next((e for e in reversed(events) if e.get("event") == "running"), None)
     case = next((e for e in reversed(events) if e.get("event") == "progress"), None)
+    last_call = next((e for e in reversed(events) if e.get("event") == "call"), None)
+    if last_call is not None and last_call["in"]:  # it never returned
+        return (
+            f"while the user's {last_call['where']} ran (case {last_call['case']!r}"
+            + (f", {running['invariant']}" if running else "")
+            + ")"
+        )
     if running is not None and case is not None:
         call = f", the user's {running['call']} running" if running["call"] else ""
         return (

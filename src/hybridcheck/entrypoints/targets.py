@@ -76,9 +76,10 @@ def _module(module_part: str, is_file: bool) -> Any:
 def load_target(target: str) -> list[Any]:
     """Loads ``target`` as cases.
 
-    NAME may be a HybridCase or MigrationCase, a list/tuple of them, or a
-    zero-argument callable returning either. An exception the module or the
-    callable raises is a TargetError naming it; a ``SystemExit`` or other
+    NAME may be a HybridCase or MigrationCase, a list/tuple of them (empty: the
+    caller reports that nothing ran), or a zero-argument callable returning either.
+    An exception the module or the callable raises is a TargetError naming it; a
+    ``SystemExit`` or other
     ``BaseException`` propagates (the caller reports user code ending the run).
 
     Raises:
@@ -114,10 +115,8 @@ def load_target(target: str) -> list[Any]:
                 + (f" (at {site})" if site else "")
             ) from exc
     cases = [obj] if isinstance(obj, case_types) else obj
-    if (
-        not isinstance(cases, list | tuple)
-        or not cases
-        or not all(isinstance(c, case_types) for c in cases)
+    if not isinstance(cases, list | tuple) or not all(
+        isinstance(c, case_types) for c in cases
     ):
         raise TargetError(
             f"{target} must be a HybridCase or MigrationCase, a non-empty list of "

@@ -45,6 +45,14 @@ def main() -> int:
     status = os.environ.get(STATUS_ENV)
     if status:
         threading.Thread(target=_report_progress, args=(status,), daemon=True).start()
+        from hybridcheck.describe import usercode
+
+        def observe(case: str, where: str, entering: bool) -> None:
+            event = {"event": "call", "case": case, "where": where, "in": entering}
+            with open(status, "a") as f:
+                f.write(json.dumps(event) + "\n")
+
+        usercode.ON_CALL.append(observe)
     from hybridcheck.entrypoints.cli import verify_in_process
 
     try:

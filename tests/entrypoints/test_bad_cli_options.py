@@ -1,0 +1,17 @@
+"""Bad-input corpus, CLI rows: output, option, target (see
+tests/entrypoints/badinputs/cli_rows.py)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.entrypoints.badinputs import cli_rows
+
+ROWS = [*cli_rows._output_rows(), *cli_rows._option_rows(), *cli_rows._target_rows()]
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_cli_row(row: cli_rows.CliRow, tmp_path: pathlib.Path) -> None:
+    cli_rows.check_cli_row(row, tmp_path)
