@@ -9,6 +9,8 @@ import pytest
 
 from tests.entrypoints.badinputs import cli_rows
 
+pytestmark = pytest.mark.corpus
+
 ROWS = [cli_rows.CLI_ROWS[0], *cli_rows._exit_rows(), *cli_rows._import_rows()]
 
 

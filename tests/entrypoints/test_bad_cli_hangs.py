@@ -9,6 +9,8 @@ import pytest
 
 from tests.entrypoints.badinputs import cli_rows
 
+pytestmark = pytest.mark.corpus
+
 ROWS = [*cli_rows._hang_rows()]
 
 

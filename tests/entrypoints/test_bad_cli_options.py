@@ -9,6 +9,8 @@ import pytest
 
 from tests.entrypoints.badinputs import cli_rows
 
+pytestmark = pytest.mark.corpus
+
 ROWS = [*cli_rows._output_rows(), *cli_rows._option_rows(), *cli_rows._target_rows()]
 
 

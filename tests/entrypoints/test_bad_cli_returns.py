@@ -9,6 +9,8 @@ import pytest
 
 from tests.entrypoints.badinputs import cli_rows
 
+pytestmark = pytest.mark.corpus
+
 ROWS = [*cli_rows._raise_rows(), *cli_rows._return_rows(), *cli_rows._batch_rows()]
 
 

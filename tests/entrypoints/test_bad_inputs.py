@@ -42,6 +42,8 @@ from tests.entrypoints.badinputs.cli_rows import (
 )
 from tests.entrypoints.badinputs.template import render
 
+pytestmark = pytest.mark.corpus
+
 # --------------------------------------------------------------------- Python API
 
 
