@@ -92,6 +92,50 @@ def test_a_half_never_updated_behind_a_warmup_still_fails():
     assert "the optimizer's own update" in results[UPDATES[0]].message
 
 
+def scaled_init(key):
+    k1, k2 = jax.random.split(key)
+    params = {
+        "nnx": {"w": jax.random.normal(k1, (3, 4))},
+        # a zero-initialised scale (the last BatchNorm of a ResNet block): nothing
+        # before it gets a gradient until it has moved
+        "linen": {"scale": jnp.zeros(()), "w": jax.random.normal(k2, (4, 1))},
+    }
+    return {**params, "opt": warmup(0.1).init(params)}
+
+
+def scaled_loss(params, batch):
+    x, y = batch
+    h = jnp.tanh(x @ params["nnx"]["w"]) @ params["linen"]["w"]
+    return jnp.mean((params["linen"]["scale"] * h - y) ** 2)
+
+
+def scaled_step(params, batch, lr):
+    p = train(params)
+    grads = jax.grad(scaled_loss)(p, batch)
+    updates, state = warmup(lr).update(grads, params["opt"], p)
+    return {**optax.apply_updates(p, updates), "opt": state}
+
+
+def test_a_zero_initialised_scale_behind_a_warmup_from_zero_is_no_dead_half():
+    # Step 1 runs at lr 0 and moves nothing, step 2 moves the scale: only the
+    # gradient at the trajectory's last point reaches the 'nnx' half.
+    case = hc.HybridCase(
+        name="zero-scale-warmup",
+        init=scaled_init,
+        loss=lambda p, b: scaled_loss(train(p), b),
+        batches=batches(),
+        step=scaled_step,
+        non_trainable=("opt",),
+        tx=warmup,
+    )
+    g0 = jax.grad(scaled_loss)(
+        train(scaled_init(jax.random.PRNGKey(0))), (jnp.ones((4, 3)), jnp.ones((4, 1)))
+    )
+    assert not np.any(g0["nnx"]["w"])
+    results = verdicts(case, UPDATES)
+    assert {n: r.status for n, r in results.items()} == dict.fromkeys(UPDATES, HELD)
+
+
 # -- the assertions ------------------------------------------------------------------
 
 OLD = {"a": {"w": jnp.ones(3)}, "b": {"w": jnp.ones(2)}}

@@ -138,16 +138,32 @@ def check_grads_match_params(s: Subject, e: Example) -> None:
     )
 
 
+def _some_leaf_never_graded(s: Subject) -> bool:
+    """Whether a leaf not frozen on purpose has had a zero gradient everywhere so
+    far (``s.grads_seen`` holds one "nonzero" bool per leaf and gradient; read
+    incrementally, the running verdict kept in ``s.evidence``)."""
+    memo = s.evidence.setdefault("every_half_gets_gradient:alive", [{}, 0])
+    alive, done = memo
+    for seen in s.grads_seen[done:]:
+        for label, half in split_halves(seen, name="grads", min_halves=1).items():
+            for path, nonzero in leaves(half):
+                key = (label, path)
+                alive[key] = alive.get(key, False) or bool(nonzero)
+    memo[1] = len(s.grads_seen)
+    return any(not v and not (s.frozen and s.frozen(*key)) for key, v in alive.items())
+
+
 def gather_grads(s: Subject, e: Example) -> None:
     # Along a short trajectory, not only at initialisation: LoRA's lora_a has a zero
     # gradient at the first step (lora_b = 0) and a nonzero one from the second.
-    # Each gradient is recorded in s.grads_seen where computed; the one at the
-    # trajectory's last point too: after a first step at lr 0 (a warmup from 0)
-    # only the second step moves a zero-initialised scale or opens a step-counted
-    # gate (a linear probe's stop_gradient), and only the point after it shows
-    # the gradient that reaches past them.
+    # Each gradient is recorded in s.grads_seen where computed. While some leaf has
+    # had none, the trajectory's last point too: after a first step at lr 0 (a
+    # warmup from 0) only the second step moves a zero-initialised scale or opens
+    # a step-counted gate (a linear probe's stop_gradient), and only the point
+    # after it shows the gradient that reaches past them.
     points, _ = s.trajectory(e)
-    s.grads_at(points[-1], e.batch)
+    if _some_leaf_never_graded(s):
+        s.grads_at(points[-1], e.batch)
 
 
 def conclude_every_half_gets_gradient(s: Subject) -> None:
