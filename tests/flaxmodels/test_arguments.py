@@ -165,6 +165,7 @@ LINEN = {
     "batches": BATCHES,
 }
 
+
 def _create(variables: Any, lr: Any) -> Any:
     return train_state.TrainState.create(
         apply_fn=nn.Dense(1).apply, params=variables["params"], tx=optax.sgd(lr)
