@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # what the names are; at run time they load on first use
     from hybridcheck.invariants import assert_sharded_matches_single_device
     from hybridcheck.invariants import assert_sharding_matches_before
     from hybridcheck.invariants import assert_state_is_threaded
+    from hybridcheck.invariants import assert_step_uses_batch
     from hybridcheck.invariants import assert_step_matches_before
     from hybridcheck.invariants import assert_trajectory_matches_before
     from hybridcheck.invariants import assert_update_changes_exactly_graded_leaves
@@ -128,6 +129,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
         "assert_sharding_matches_before",
     ),
     "assert_state_is_threaded": ("hybridcheck.invariants", "assert_state_is_threaded"),
+    "assert_step_uses_batch": ("hybridcheck.invariants", "assert_step_uses_batch"),
     "assert_step_matches_before": (
         "hybridcheck.invariants",
         "assert_step_matches_before",
@@ -249,6 +251,7 @@ __all__ = [
     "assert_sharded_matches_single_device",
     "assert_sharding_matches_before",
     "assert_state_is_threaded",
+    "assert_step_uses_batch",
     "assert_step_matches_before",
     "assert_trajectory_matches_before",
     "assert_update_changes_exactly_graded_leaves",

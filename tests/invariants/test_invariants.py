@@ -59,6 +59,13 @@ def one_half_moves(lr):  # only half the coordinates move: ratio -> 0.5
     return 0.5 * 2 * (1.0 - lr) ** 2 + 0.5 * 2
 
 
+FLIPPED = jax.tree.map(lambda g: -g, G_ALL)  # the gradient on another batch
+
+
+def other_batch(new, grads=None):
+    return inv.batch.OtherBatch("its leaf [1]", new, grads)
+
+
 class Row(NamedTuple):
     """One assertion: ``passes()`` returns normally, ``fails()`` raises matching."""
 
@@ -255,6 +262,19 @@ TABLE = [
         ),
         "update_matches_tx",
         ("step 1: half 'nnx' leaf ['kernel']", "tx gives"),
+    ),
+    Row(
+        "step_uses_batch",
+        # with y changed, the gradient flips sign: an SGD step moves differently ...
+        lambda: inv.assert_step_uses_batch(
+            OLD, sgd(OLD, G_ALL), G_ALL, [other_batch(sgd(OLD, FLIPPED))]
+        ),
+        # ... a step that ignores its batch returns the same update
+        lambda: inv.assert_step_uses_batch(
+            OLD, sgd(OLD, G_ALL), G_ALL, [other_batch(sgd(OLD, G_ALL), FLIPPED)]
+        ),
+        "step_uses_batch",
+        ("half 'nnx' leaf ['bias']", "its leaf [1] changed", "changes sign"),
     ),
     Row(
         "retrace_budget",

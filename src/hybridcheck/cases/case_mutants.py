@@ -84,7 +84,8 @@ def _wrong_custom_vjp() -> Any:
         p = params.nnx
         # The NNX half's output passes through the broken custom VJP, so the
         # gradient of that half is half the true one.
-        hidden = jax.nn.relu(_scaled_identity(x @ p["kernel"] + p["bias"]))
+        bias = jnp.reshape(p["bias"], (1,) * (x.ndim - 1) + (-1,))  # rank-explicit
+        hidden = jax.nn.relu(_scaled_identity(x @ p["kernel"] + bias))
         width = params.linen["params"]["kernel"].shape[-1]
         out: Any = nn.Dense(features=width).apply(params.linen, hidden)
         return jnp.mean((out - y) ** 2)

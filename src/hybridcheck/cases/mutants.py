@@ -137,6 +137,41 @@ def swapped_half_grads(params: HybridParams, batch: Any, lr: Any) -> HybridParam
     return sgd_update(params, fake, lr)
 
 
+# A batch drawn once from the data loader, outside the step (float32, the seed's
+# widest shapes); the fixed_batch mutant trains on it whatever it is given.
+_FIXED = np.random.default_rng(7).normal(size=(8, 3 + 2)).astype(np.float32)
+
+
+def fixed_batch(params: HybridParams, batch: Any, lr: Any) -> HybridParams:
+    x, y = (jnp.asarray(a) for a in batch)
+    # BUG: the step trains on a batch captured once (a module-level first batch),
+    # cut to the shapes it is given, never on the batch passed in.
+    rows = x.shape[0] if x.ndim > 1 else 1
+    x0 = jnp.reshape(_FIXED[:rows, : x.shape[-1]], x.shape)
+    y0 = jnp.reshape(_FIXED[:rows, 3 : 3 + y.shape[-1]], y.shape)
+    return sgd_update(params, grads(params, x0, y0), lr)
+
+
+def targets_ignored(params: HybridParams, batch: Any, lr: Any) -> HybridParams:
+    x, y = batch
+    # BUG: the targets come from a default (``batch.get("targets", zeros)`` with
+    # the key spelled "labels" in the data): y never reaches the loss.
+    return sgd_update(params, grads(params, x, jnp.zeros_like(y)), lr)
+
+
+def first_microbatch_only(params: HybridParams, batch: Any, lr: Any) -> HybridParams:
+    x, y = (jnp.asarray(a) for a in batch)
+    k = 2 if x.ndim > 1 and x.shape[0] % 2 == 0 else 1
+    m = x.shape[0] // k if x.ndim > 1 else None
+    total = None
+    for _ in range(k):
+        # BUG: gradient accumulation slices the first micro-batch every time
+        # (x[:m] where x[i*m:(i+1)*m] was meant).
+        g = grads(params, x[:m], y[:m]) if m else grads(params, x, y)
+        total = g if total is None else jax.tree.map(jnp.add, total, g)
+    return sgd_update(params, jax.tree.map(lambda t: t / k, total), lr)
+
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "default_argnums",
@@ -194,6 +229,24 @@ MUTANTS: tuple[Mutant, ...] = (
         swapped_half_grads,
         "sgd_update",
         "each half updated with the other half's gradient",
+    ),
+    Mutant(
+        "fixed_batch",
+        fixed_batch,
+        "step_uses_batch",
+        "trains on a batch captured once, never on the batch given",
+    ),
+    Mutant(
+        "targets_ignored",
+        targets_ignored,
+        "step_uses_batch",
+        "the targets default to zeros: y never reaches the loss",
+    ),
+    Mutant(
+        "first_microbatch_only",
+        first_microbatch_only,
+        "step_uses_batch",
+        "gradient accumulation over the first micro-batch twice",
     ),
 )
 

@@ -30,6 +30,7 @@ from hybridcheck.invariants.updates import assert_sgd_update
 from hybridcheck.invariants.first_order import assert_loss_decrease_first_order
 from hybridcheck.invariants.optimizer import assert_every_trainable_is_trained
 from hybridcheck.invariants.optimizer import assert_update_matches_tx
+from hybridcheck.invariants.batch import assert_step_uses_batch
 from hybridcheck.invariants.state import assert_state_is_threaded
 from hybridcheck.invariants.state import assert_randomness_is_used
 from hybridcheck.invariants.jit import assert_jit_matches_eager
@@ -67,6 +68,7 @@ __all__ = [
     "assert_loss_decrease_first_order",
     "assert_every_trainable_is_trained",
     "assert_update_matches_tx",
+    "assert_step_uses_batch",
     "assert_state_is_threaded",
     "assert_randomness_is_used",
     "assert_jit_matches_eager",

@@ -20,6 +20,11 @@ state that jit_matches_eager exists to catch is frozen into it at trace time, so
 its response to a rounding-sized nudge measures the conditioning of the step's
 math only, never the bug. Both probes run only after a failure, so passing
 examples pay nothing.
+
+Both nudges are one rounding step of the precision the float64 replay of the loss
+actually ran in (see ``_precision``): float32 rounding where it ran in float64 or
+float32, bfloat16 rounding where a layer computes in bfloat16 (a float32-sized
+nudge would be rounded away there and measure nothing).
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ from hybridcheck.describe._typing import PyTree
 from hybridcheck.describe.subject import Example, Subject, to64
 from hybridcheck.describe.trees import InvariantNotApplicable
 from hybridcheck.invariants._order import JIT_EAGER_TOL, step_order_problems
+from hybridcheck.invariants._precision import (
+    Precision,
+    abstract64,
+    replay_precision,
+)
 
 NUDGE = float(np.finfo(np.float32).eps)
 """Relative size of the nudge: one float32 rounding step."""
@@ -72,6 +82,16 @@ def reference_sgd(s: Subject, params: Any, batch: Any, lr: Any) -> Any:
     )
 
 
+def loss_precision(s: Subject, e: Example) -> Precision:
+    """The precision the float64 replay of the example's loss actually runs in."""
+    with compat.enable_x64():
+        try:  # shapes and dtypes suffice: nothing of the model's size is copied
+            abstract = (abstract64(e.params), abstract64(e.batch))
+        except Exception:  # noqa: BLE001 - a leaf without a dtype: cast it
+            abstract = (to64(e.params), to64(e.batch))
+        return replay_precision(s.loss64, *abstract)
+
+
 def raise_if_ill_conditioned(
     s: Subject, e: Example, *, with_loss: bool, probe_step: bool = False
 ) -> None:
@@ -80,17 +100,20 @@ def raise_if_ill_conditioned(
     The two reference results are compared with ``PROBE_FRACTION`` of the jit/eager
     tolerances (leaves, and with ``with_loss`` the loss after the step). With
     ``probe_step``, the jitted step under test at the example and at the nudged
-    example are compared too (leaves only).
+    example are compared too (leaves only). The nudge is one rounding step of the
+    precision the loss runs in, float32's at least.
     """
+    precision = loss_precision(s, e)
+    rel = max(NUDGE, precision.eps)
     if probe_step:
-        _raise_if_step_amplifies_rounding(s, e)
+        _raise_if_step_amplifies_rounding(s, e, rel, precision)
     try:
         with compat.enable_x64():
             params, batch = to64(e.params), to64(e.batch)
             lr = jnp.float64(e.lr)
             ref = reference_sgd(s, params, batch, lr)
-            nudged_batch = nudged(batch)
-            moved = reference_sgd(s, nudged(params), nudged_batch, lr)
+            nudged_batch = nudged(batch, rel)
+            moved = reference_sgd(s, nudged(params, rel), nudged_batch, lr)
             losses = (
                 (
                     float(s.loss64(params, batch)),
@@ -112,18 +135,26 @@ def raise_if_ill_conditioned(
         return
     if problems:
         raise InvariantNotApplicable(
-            f"ill-conditioned example: nudging the inputs by float32 rounding "
-            f"(relative {NUDGE:.2g}) moves a correct SGD step by more than a quarter "
+            f"ill-conditioned example: nudging the inputs by {_rounding(precision)} "
+            f"(relative {rel:.2g}) moves a correct SGD step by more than a quarter "
             f"of the tolerance ({problems[0]}); two evaluation orders of the same "
             "math differ here by rounding alone (for example BatchNorm over a batch "
             "of identical rows)"
         )
 
 
-def _raise_if_step_amplifies_rounding(s: Subject, e: Example) -> None:
+def _rounding(precision: Precision) -> str:
+    if precision.eps <= NUDGE:
+        return "float32 rounding"
+    return f"{precision.name} rounding (the replay ran in {precision.describe()})"
+
+
+def _raise_if_step_amplifies_rounding(
+    s: Subject, e: Example, rel: float, precision: Precision
+) -> None:
     try:
         at_example = s.jitted_result(e)
-        at_nudged = s.jitted(nudged(e.params), nudged(e.batch), e.lr)
+        at_nudged = s.jitted(nudged(e.params, rel), nudged(e.batch, rel), e.lr)
         problems = step_order_problems(
             at_example,
             at_nudged,
@@ -136,8 +167,8 @@ def _raise_if_step_amplifies_rounding(s: Subject, e: Example) -> None:
         return
     if problems:
         raise InvariantNotApplicable(
-            f"ill-conditioned example: nudging the inputs by float32 rounding "
-            f"(relative {NUDGE:.2g}) moves the jitted step itself by more than a "
+            f"ill-conditioned example: nudging the inputs by {_rounding(precision)} "
+            f"(relative {rel:.2g}) moves the jitted step itself by more than a "
             f"quarter of the tolerance ({problems[0]}): the step amplifies rounding "
             "here (for example Adam's g / (|g| + eps) on a gradient entry that is "
             "cancellation noise), so eager and jit cannot be compared on it"

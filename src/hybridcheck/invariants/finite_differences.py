@@ -1,31 +1,41 @@
-"""Reverse-mode gradients against central finite differences, in float64."""
+"""Reverse-mode gradients against central finite differences, in float64 (or in the
+precision the replay actually ran in)."""
 
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hybridcheck import compat
-from hybridcheck.describe._typing import PyTree
 from hybridcheck.describe.subject import Example, Subject, to64
-from hybridcheck.describe.trees import (
-    fail,
-    join_halves,
-    split_halves,
+from hybridcheck.describe.trees import InvariantNotApplicable, fail, split_halves
+from hybridcheck.invariants._fd_slopes import (
+    FD_NUDGE,
+    FD_SEED,
+    autodiff_slopes,
+    central_slopes,
+    loss_of_half,
+    nearby,
+)
+from hybridcheck.invariants._precision import (
+    Precision,
+    precision_note,
+    replay_precision,
+    rounding_noise,
 )
 from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
     "FD_STEPS",
+    "FD_LOW_STEPS",
     "FD_TOL",
     "FD_NUDGE",
     "FD_SEED",
+    "FD_NOISE_UNITS",
+    "FD_NOISE_SHARE",
     "assert_grads_match_finite_differences",
 ]
 
@@ -33,115 +43,27 @@ FD_STEPS: tuple[float, ...] = (1e-4, 1e-5, 1e-6, 1e-3)
 """Finite-difference steps tried in turn: where truncation and rounding error balance
 depends on the curvature, so one fixed step fails smooth-but-curved models."""
 
+FD_LOW_STEPS: tuple[float, ...] = (1e-3, 3e-3, 3e-4, 1e-2, 1e-4, 3e-5, 1e-5)
+"""The steps where the replay ran in less than float64: rounding noise over ``eps``
+calls for larger steps (the cube root of the precision's epsilon is float32's
+optimum, about 5e-3); those that the noise drowns are skipped."""
 
 FD_TOL = 1e-3
 """Relative and absolute tolerance of the float64 finite-difference comparison."""
 
+FD_NOISE_UNITS = 4.0
+"""In less than float64, autodiff and finite differences may also differ by this many
+times the loss's measured rounding noise over the step (``noise / eps``)."""
 
-FD_NUDGE = 1e-3
-"""Relative size of the offset that moves a failing half off a kink."""
-
-
-FD_SEED = 1234
-"""Key of the fixed random directions and nudges (a derandomized check)."""
-
-
-def _is_float(x: Any) -> bool:
-    return bool(jnp.issubdtype(jnp.result_type(x), jnp.floating))
+FD_NOISE_SHARE = 0.25
+"""A step whose noise allowance exceeds this share of the slopes compared cannot
+tell a wrong gradient from rounding: it is skipped."""
 
 
-def _signs(shape: tuple[int, ...], dtype: Any, stream: int) -> Any:
-    """A fixed pseudo-random +-1 array: murmur3's 32-bit finalizer of each element's
-    index (offset by ``stream``), its top bit the sign. A counter-based hash, like
-    threefry but a few integer ops per element: it compiles and runs several times
-    faster, and a direction need not be cryptographically random."""
-    h = jnp.arange(math.prod(shape), dtype=jnp.uint32) + jnp.uint32(
-        (FD_SEED + 0x9E3779B9 * stream) % 2**32
-    )
-    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
-        h = (h ^ (h >> shift)) * jnp.uint32(mult)
-    h = h ^ (h >> 16)
-    return jnp.where(h >> 31 == 1, 1.0, -1.0).astype(dtype).reshape(shape)
-
-
-def _direction(half: PyTree, index: int) -> PyTree:
-    """A fixed +-1 direction over the floating leaves of ``half`` (zero on integer
-    leaves), made inside the compiled probe: nothing of the model's size is made on
-    the host."""
-    flat, treedef = jax.tree.flatten(half)
-    return jax.tree.unflatten(
-        treedef,
-        [
-            _signs(jnp.shape(x), jnp.result_type(x), 1000 * index + k)
-            if _is_float(x)
-            else jnp.zeros_like(x)
-            for k, x in enumerate(flat)
-        ],
-    )
-
-
-def _with_half(params: Any, label: str, half: PyTree) -> Any:
-    return join_halves(params, {**split_halves(params, min_halves=1), label: half})
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _autodiff_slopes(
-    loss: Callable[..., Any], labels: tuple[str, ...], params: Any, args: Any
-) -> Any:
-    """``<grad of each half, its direction>``: one reverse pass for all halves."""
-    halves = split_halves(params, min_halves=1)
-
-    def of(checked: dict[str, PyTree]) -> Any:
-        return loss(join_halves(params, {**halves, **checked}), *args)
-
-    grads = jax.grad(of)({label: halves[label] for label in labels})
-    return jnp.stack(
-        [
-            sum(
-                (
-                    jnp.vdot(g, v)
-                    for g, v in zip(
-                        jax.tree.leaves(grads[label]),
-                        jax.tree.leaves(_direction(halves[label], i)),
-                        strict=True,
-                    )
-                    if _is_float(g)
-                ),
-                jnp.zeros(()),
-            )
-            for i, label in enumerate(labels)
-        ]
-    )
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _central_slopes(
-    loss: Callable[..., Any],
-    labels: tuple[str, ...],
-    params: Any,
-    args: Any,
-    eps: Any,
-) -> Any:
-    """``(loss(p + eps v) - loss(p - eps v)) / (2 eps)`` along each half's direction."""
-    halves = split_halves(params, min_halves=1)
-    slopes = []
-    for i, label in enumerate(labels):
-        v = _direction(halves[label], i)
-        ends = [
-            loss(
-                _with_half(
-                    params,
-                    label,
-                    jax.tree.map(
-                        lambda p, d, s=sign: p + s * eps * d, halves[label], v
-                    ),
-                ),
-                *args,
-            )
-            for sign in (1.0, -1.0)
-        ]
-        slopes.append((ends[0] - ends[1]) / (2 * eps))
-    return jnp.stack(slopes)
+@dataclasses.dataclass
+class _Verdict:
+    agreed: bool = False
+    why: str = ""  # the first resolvable disagreement ("" if none)
 
 
 def assert_grads_match_finite_differences(
@@ -150,8 +72,9 @@ def assert_grads_match_finite_differences(
     args: tuple[Any, ...] = (),
     *,
     halves: Sequence[str] | None = None,
-    eps: Sequence[float] = FD_STEPS,
+    eps: Sequence[float] | None = None,
     tol: float = FD_TOL,
+    precision: Precision | None = None,
 ) -> None:
     """Autodiff gradients equal central finite differences, half by half.
 
@@ -160,17 +83,22 @@ def assert_grads_match_finite_differences(
     with ``(loss(p + eps v) - loss(p - eps v)) / (2 eps)`` to ``tol`` (absolute and
     relative), as ``jax.test_util.check_grads(order=1, modes=("rev",))`` does, but
     with one reverse pass for all halves and two loss evaluations per half, each
-    compiled once per shape: the cost is a few train steps whatever the size of the
-    model (no per-parameter differences). Call it under ``compat.enable_x64()`` with
-    float64 params: float32 finite differences are too coarse to mean anything.
+    compiled once per shape. Call it under ``compat.enable_x64()`` with float64
+    params: float32 finite differences are too coarse to mean anything.
 
-    Central differences converge as eps -> 0 until rounding takes over, and where
-    that window lies depends on the curvature (BatchNorm of a near-constant column is
-    very curved), so each eps in ``eps`` is tried until one agrees. At a kink (a ReLU
-    input at exactly 0) finite differences disagree with any subgradient, so a
-    failing half is re-checked at a nearby point (params plus a ``FD_NUDGE``-relative
-    random offset). Only a disagreement at every eps at both points is a failure: a
-    wrong gradient (a factor, a sign, a dropped term) is wrong at all.
+    Precision: the loss's jaxpr says which precision it actually runs in (a layer
+    with ``dtype=jnp.float32`` computes in float32 whatever its inputs). Where that
+    is less than float64, each half's rounding noise is measured on the example
+    (the loss moved by one rounding step of every entry of the half), the steps are
+    ``FD_LOW_STEPS``, a step may disagree by ``FD_NOISE_UNITS`` times that noise over
+    ``eps`` more, and a step whose allowance exceeds ``FD_NOISE_SHARE`` of the slopes
+    is skipped. The message says which precision it judged in.
+
+    Kinks: where finite differences disagree at every step (a ReLU input at exactly
+    0, a BatchNorm of a constant column), the half is re-checked at a nearby point:
+    the half moved by ``FD_NUDGE`` of each entry and the batch by ``FD_NUDGE`` of
+    its largest entry. Only a disagreement at both points is a failure: a wrong
+    gradient (a factor, a sign, a dropped term) is wrong at both.
 
     Args:
       loss: ``loss(params, *args) -> scalar``, params by half. Keep the same
@@ -179,6 +107,13 @@ def assert_grads_match_finite_differences(
       params: the model's params by half.
       args: further arguments of ``loss`` (a batch), traced.
       halves: labels of the halves to check (default: every half).
+      eps: the steps (default ``FD_STEPS``, or ``FD_LOW_STEPS`` in less than
+        float64).
+      precision: the precision the loss runs in (default: read from its jaxpr).
+
+    Raises:
+      InvariantNotApplicable: where rounding noise drowns every step at both points
+        (a bfloat16 model on a flat example).
     """
     all_halves = split_halves(params, min_halves=1)
     labels = tuple(all_halves) if halves is None else tuple(halves)
@@ -187,90 +122,124 @@ def assert_grads_match_finite_differences(
         raise ValueError(
             f"halves must name halves of params {list(all_halves)}, got {list(labels)}"
         )
+    args = tuple(args)
+    if precision is None:
+        precision = replay_precision(loss, params, *args)
+    if eps is None:
+        eps = FD_STEPS if precision.full else FD_LOW_STEPS
     if not eps or any(not (step > 0) for step in eps):
         raise ValueError(f"eps must be positive steps, got {list(eps)}")
-    failing = _disagreements(loss, labels, params, tuple(args), labels, eps, tol)
-    if failing:
-        nearby = _nudge(params, list(failing))
-        again = _disagreements(
-            loss, labels, nearby, tuple(args), list(failing), eps, tol
-        )
-        failing = {label: failing[label] for label in again}
+    judge = _Judge(loss, labels, eps, tol, precision)
+    first = judge(params, args, labels)
+    pending = [label for label in labels if not first[label].agreed]
+    second = {}
+    if pending:
+        near_params, near_args = nearby(params, pending, args)
+        second = judge(near_params, near_args, pending)
+    unresolved = [label for label in pending if not second[label].agreed]
+    failing = [label for label in unresolved if first[label].why and second[label].why]
+    unresolved = [label for label in unresolved if label not in failing]
+    judged = f"judged in {precision.describe()}"
     fail(
         "grads_match_finite_differences",
         [
             f"half '{label}': autodiff disagrees with finite differences (eps in "
-            f"{list(eps)}, tol={tol:g}) at the example and at a nearby point: {why}"
-            for label, why in failing.items()
+            f"{list(eps)}, tol={tol:g}) at the example and at a nearby point "
+            f"({judged}): {first[label].why}"
+            for label in failing
         ],
         "The gradient of that half is wrong: a custom_vjp/custom_jvp with a bug, a "
         "stop_gradient on part of the path, or a forward that is not the function "
         "being differentiated.",
     )
-
-
-def _disagreements(
-    loss: Callable[..., Any],
-    labels: tuple[str, ...],
-    params: Any,
-    args: tuple[Any, ...],
-    check: Sequence[str],
-    eps: Sequence[float],
-    tol: float,
-) -> dict[str, str]:
-    """``{label: why}`` for the halves of ``check`` that disagree at every eps."""
-    exact = np.asarray(_autodiff_slopes(loss, labels, params, args))
-    pending, why = list(check), dict[str, str]()
-    for step in eps:
-        central = np.asarray(_central_slopes(loss, labels, params, args, step))
-        for label in list(pending):
-            i = labels.index(label)
-            if abs(exact[i] - central[i]) <= tol + tol * abs(central[i]):
-                pending.remove(label)
-            else:
-                why.setdefault(
-                    label,
-                    f"directional derivative {exact[i]:.8g} by autodiff vs "
-                    f"{central[i]:.8g} by central differences (eps={step:g})",
-                )
-        if not pending:
-            break
-    return {label: why[label] for label in pending}
-
-
-def _nudge(params: Any, labels: Sequence[str]) -> Any:
-    """``params`` with the floating leaves of ``labels`` moved by a small random
-    offset (``FD_NUDGE`` relative)."""
-    halves = split_halves(params, min_halves=1)
-    moved = {}
-    for label in labels:
-        flat, treedef = jax.tree.flatten(halves[label])
-        keys = jax.random.split(jax.random.PRNGKey(FD_SEED + 1), max(len(flat), 1))
-        moved[label] = jax.tree.unflatten(
-            treedef,
-            [
-                leaf
-                + FD_NUDGE
-                * (1.0 + jnp.abs(leaf))
-                * jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf))
-                if _is_float(leaf)
-                else leaf
-                for leaf, k in zip(flat, keys, strict=False)
-            ],
+    if unresolved:  # neither agrees nor disagrees beyond rounding at both points
+        raise InvariantNotApplicable(
+            f"finite differences cannot judge half(s) {unresolved} here ({judged}): "
+            f"at the example and at a nearby point, rounding noise drowns every step "
+            f"where the two do not agree (at a kink, or too close to one)"
         )
-    return join_halves(params, {**halves, **moved})
+
+
+@dataclasses.dataclass
+class _Judge:
+    """Compares autodiff with finite differences at one point, step by step."""
+
+    loss: Callable[..., Any]
+    labels: tuple[str, ...]
+    eps: Sequence[float]
+    tol: float
+    precision: Precision
+
+    def __call__(
+        self, params: Any, args: tuple[Any, ...], check: Sequence[str]
+    ) -> dict[str, _Verdict]:
+        exact = np.asarray(autodiff_slopes(self.loss, self.labels, params, args))
+        noise = {label: self._noise(params, args, label) for label in check}
+        verdicts = {label: _Verdict() for label in check}
+        for step in self.eps:
+            pending = [label for label in check if not verdicts[label].agreed]
+            if not pending:
+                break
+            central = np.asarray(
+                central_slopes(self.loss, self.labels, params, args, step)
+            )
+            for label in pending:
+                i = self.labels.index(label)
+                a, c, verdict = float(exact[i]), float(central[i]), verdicts[label]
+                allowance = FD_NOISE_UNITS * noise[label] / step
+                if allowance > FD_NOISE_SHARE * (self.tol + max(abs(a), abs(c))):
+                    continue  # rounding drowns this step
+                if abs(a - c) <= self.tol + self.tol * abs(c) + allowance:
+                    verdict.agreed = True
+                elif not verdict.why:
+                    verdict.why = self._why(a, c, step, noise[label])
+        return verdicts
+
+    def _noise(self, params: Any, args: tuple[Any, ...], label: str) -> float:
+        if self.precision.full:
+            return 0.0
+        half = split_halves(params, min_halves=1)[label]
+        return rounding_noise(
+            lambda h: loss_of_half(self.loss, label, params, h, args),
+            half,
+            self.precision,
+        )
+
+    def _why(self, a: float, c: float, step: float, noise: float) -> str:
+        text = (
+            f"directional derivative {a:.8g} by autodiff vs {c:.8g} by central "
+            f"differences (eps={step:g})"
+        )
+        if noise > 0:
+            units = abs(a - c) / (noise / step)
+            text += (
+                f", {units:.3g}x the {self.precision.name} rounding noise of the "
+                f"loss over eps ({noise / step:.3g})"
+            )
+        return text
+
+
+_EVIDENCE = "grads_match_finite_differences:precision"
 
 
 def check_grads_match_finite_differences(s: Subject, e: Example) -> None:
     with compat.enable_x64():
+        params, batch = to64(e.params), to64(e.batch)
         # s.loss is one object for the case's life: the compiled probes are shared
         # by every example of a shape bucket.
+        precision = replay_precision(s.loss, params, batch)
+        s.evidence.setdefault(_EVIDENCE, []).append(precision)
         assert_grads_match_finite_differences(
             s.loss,
-            to64(e.params),
-            (to64(e.batch),),
+            params,
+            (batch,),
             halves=list(s.trainable(e.params)),
+            precision=precision,
         )
+
+
+def conclude_grads_match_finite_differences(s: Subject) -> str | None:
+    return precision_note(s.evidence.get(_EVIDENCE, []))
 
 
 # This family's rows of the registry (report order).
@@ -278,8 +247,11 @@ register(
     Invariant(
         "grads_match_finite_differences",
         "wrong custom VJPs, partial stop_gradient (float64 reverse-mode directional "
-        "derivatives along fixed ±1 directions vs central differences, per half)",
+        "derivatives along fixed ±1 directions vs central differences, per half; in "
+        "the precision that ran and its noise units where layers compute in less, "
+        "re-checked nearby at a kink)",
         check_grads_match_finite_differences,
+        conclude=conclude_grads_match_finite_differences,
         cost=("float64",),
     ),
 )

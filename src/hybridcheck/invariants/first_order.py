@@ -16,6 +16,13 @@ from hybridcheck.describe.trees import (
     InvariantNotApplicable,
     fail,
 )
+from hybridcheck.invariants._precision import (
+    FLOAT64,
+    Precision,
+    precision_note,
+    replay_precision,
+    rounding_noise,
+)
 from hybridcheck.invariants.registry import Invariant, register
 from hybridcheck.invariants.updates import FLAT_GRADIENT
 
@@ -24,6 +31,8 @@ __all__ = [
     "SMALLEST_LR",
     "FIRST_ORDER_RTOL",
     "KINK_JUMP",
+    "FIRST_ORDER_NOISE_UNITS",
+    "FIRST_ORDER_NOISE_SHARE",
     "assert_loss_decrease_first_order",
 ]
 
@@ -40,6 +49,16 @@ FIRST_ORDER_RTOL = 1e-2
 """How close to 1 the best first-order ratio must be (float64: truncation only)."""
 
 
+FIRST_ORDER_NOISE_UNITS = 4.0
+"""In less than float64, a ratio may also be off by this many times the loss's
+measured rounding noise over the decrease it measures (``noise / (lr ||g||^2)``)."""
+
+
+FIRST_ORDER_NOISE_SHARE = 0.25
+"""A learning rate whose noise allowance exceeds this cannot tell a wrong step from
+rounding: its ratio is skipped."""
+
+
 def assert_loss_decrease_first_order(
     loss_at: Callable[[float], float],
     grad_sq_norm: float,
@@ -47,6 +66,8 @@ def assert_loss_decrease_first_order(
     lrs: Sequence[float] = FIRST_ORDER_LRS,
     rtol: float = FIRST_ORDER_RTOL,
     loss_scale: float = 1.0,
+    noise: float = 0.0,
+    precision: Precision = FLOAT64,
 ) -> None:
     """``(L(0) - L(lr)) / (lr * ||g||^2) -> 1`` as ``lr -> 0``, for an SGD step.
 
@@ -58,9 +79,15 @@ def assert_loss_decrease_first_order(
     over ``lrs`` in order (largest first: the cheapest to resolve in floats), is
     within ``rtol`` of 1; fails if none is.
 
+    ``noise``: the loss's rounding noise where the replay ran in ``precision``, less
+    than float64 (a layer with ``dtype=jnp.float32``): a ratio may then also be off
+    by ``FIRST_ORDER_NOISE_UNITS * noise / (lr ||g||^2)``, and a learning rate
+    whose allowance exceeds ``FIRST_ORDER_NOISE_SHARE`` is skipped.
+
     Raises:
       InvariantNotApplicable: when ``||g||^2`` is too small for the ratio to be
-        measured (a flat point), relative to ``loss_scale``.
+        measured (a flat point), relative to ``loss_scale``, or when rounding noise
+        drowns the decrease at every learning rate.
     """
     if not lrs or any(not (lr > 0) for lr in lrs):
         raise ValueError(f"lrs must be positive learning rates, got {list(lrs)}")
@@ -73,16 +100,25 @@ def assert_loss_decrease_first_order(
     before = float(loss_at(0.0))
     ratios = []
     for lr in lrs:  # largest first; the first ratio within rtol settles it
-        ratios.append((before - float(loss_at(lr))) / (lr * grad_sq_norm))
-        if math.isfinite(ratios[-1]) and abs(ratios[-1] - 1.0) <= rtol:
+        allowance = FIRST_ORDER_NOISE_UNITS * noise / (lr * grad_sq_norm)
+        if allowance > FIRST_ORDER_NOISE_SHARE:
+            continue  # rounding drowns the decrease at this lr
+        ratios.append((lr, (before - float(loss_at(lr))) / (lr * grad_sq_norm)))
+        ratio = ratios[-1][1]
+        if math.isfinite(ratio) and abs(ratio - 1.0) <= rtol + allowance:
             return
-    shown = ", ".join(f"lr={lr:g}: {r:.4g}" for lr, r in zip(lrs, ratios, strict=True))
+    if not ratios:
+        raise InvariantNotApplicable(
+            f"judged in {precision.describe()}: its rounding noise of the loss "
+            f"({noise:.3g}) drowns the first-order decrease lr * ||g||^2 at every lr"
+        )
+    shown = ", ".join(f"lr={lr:g}: {r:.4g}" for lr, r in ratios)
     fail(
         "loss_decrease_first_order",
         [
             f"(loss_before - loss_after) / (lr * ||g||^2) should tend to 1; got "
             f"{shown} (loss_before={before:.6g}, ||g||^2={grad_sq_norm:.6g}, "
-            f"rtol={rtol:g})"
+            f"rtol={rtol:g}; judged in {precision.describe()})"
         ],
         "A ratio near ||g_half||^2/||g||^2 means only one half is updated; a "
         "negative ratio means a sign error (p + lr*g); a ratio that scales with lr "
@@ -113,8 +149,20 @@ def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
             moved = s.join(params, {**s.split(params), **s.trainable(new)})
             return float(s.loss64(moved, batch))
 
+        precision = replay_precision(s.loss64, params, batch)
+        s.evidence.setdefault(_EVIDENCE, []).append(precision)
+        noise = 0.0
+        if not precision.full:
+            halves = s.split(params)
+            noise = rounding_noise(
+                lambda t: s.loss64(s.join(params, {**halves, **t}), batch),
+                s.trainable(params),
+                precision,
+            )
         try:
-            assert_loss_decrease_first_order(loss_at, sq, loss_scale=abs(before))
+            assert_loss_decrease_first_order(
+                loss_at, sq, loss_scale=abs(before), noise=noise, precision=precision
+            )
         except AssertionError:
             # Only a failure pays for this probe: is a kink within reach?
             _raise_if_kink_in_reach(s, params, batch, g, sq)
@@ -152,6 +200,13 @@ def _raise_if_kink_in_reach(
         )
 
 
+_EVIDENCE = "loss_decrease_first_order:precision"
+
+
+def conclude_loss_decrease_first_order(s: Subject) -> str | None:
+    return precision_note(s.evidence.get(_EVIDENCE, []))
+
+
 # This family's rows of the registry (report order).
 register(
     Invariant(
@@ -159,6 +214,7 @@ register(
         "`(L0 - L(lr)) / (lr·‖g‖²) → 1` as lr → 0, in float64: one half updated "
         "(ratio `‖g_half‖²/‖g‖²`), wrong step size, sign errors",
         check_loss_decrease_first_order,
+        conclude=conclude_loss_decrease_first_order,
         needs_sgd=True,
         cost=("float64",),
     ),

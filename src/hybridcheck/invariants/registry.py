@@ -42,9 +42,12 @@ COSTS: dict[str, str] = {
     "eager": "the step op by op under `jax.disable_jit` (several jitted steps)",
     "float64": "float64 replays of loss, gradient or step (compiled once per shape)",
     "mesh": "a run on a mesh of forced host devices",
+    "batches": "the jitted step on a few other batches of the example's shape (one "
+    "per batch leaf, two halves of the rows), their gradients only where a leaf "
+    "did not move differently",
 }
 """The units of ``Invariant.cost``: what an invariant spends per example."""
-EXPENSIVE = frozenset({"eager", "float64", "mesh"})
+EXPENSIVE = frozenset({"eager", "float64", "mesh", "batches"})
 """Units that cost several train steps each: invariants that need one are sampled."""
 
 
