@@ -65,7 +65,7 @@ def test_a_segfault_is_an_abort_naming_the_users_line(case_file, tmp_path, capsy
     assert code == 4, out
     (headline,) = [line for line in out.splitlines() if line.startswith("hybridcheck:")]
     assert "crashed (SIGSEGV" in headline
-    assert "while verifying case 'segfault'" in headline
+    assert "while the user's step ran (case 'segfault'" in headline
     line = 1 + CASE.splitlines().index(
         "    ctypes.string_at(0)  # reads address 0: SIGSEGV"
     )
