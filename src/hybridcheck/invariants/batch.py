@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hybridcheck.describe._typing import PyTree
@@ -53,10 +55,11 @@ class OtherBatch:
 
 
 def _same_leaves(new: Any, other: Any) -> list[tuple[str, str]]:
+    """The leaves bitwise equal in both (compared on the device: one bool each)."""
+    triples = list(leaf_triples(new, new, other))
+    same = jax.device_get([jnp.array_equal(a, b) for _, _, _, a, b in triples])
     return [
-        (label, path)
-        for label, path, _, a, b in leaf_triples(new, new, other)
-        if np.array_equal(np.asarray(a), np.asarray(b))
+        (label, path) for (label, path, *_), eq in zip(triples, same, strict=True) if eq
     ]
 
 
