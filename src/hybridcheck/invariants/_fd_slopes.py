@@ -17,7 +17,15 @@ import numpy as np
 from hybridcheck.describe._typing import PyTree
 from hybridcheck.describe.trees import join_halves, split_halves
 
-__all__ = ["FD_NUDGE", "FD_SEED", "autodiff_slopes", "central_slopes", "nearby"]
+__all__ = [
+    "FD_NUDGE",
+    "FD_SEED",
+    "autodiff_slopes",
+    "central_slopes",
+    "loss_of_half",
+    "nearby",
+    "slope_along",
+]
 
 FD_NUDGE = 1e-3
 """Relative size of the offset that moves a failing half (and the batch) off a
@@ -124,6 +132,24 @@ def central_slopes(
         ]
         slopes.append((ends[0] - ends[1]) / (2 * eps))
     return jnp.stack(slopes)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def slope_along(
+    loss: Callable[..., Any],
+    labels: tuple[str, ...],
+    label: str,
+    params: Any,
+    args: Any,
+    t: Any,
+) -> Any:
+    """The autodiff slope of half ``label`` along its direction, at the half moved
+    by ``t`` along it: the derivative that central differences over ``[-t, t]``
+    average (their step's ends, for the mean value check)."""
+    i = labels.index(label)
+    half = split_halves(params, min_halves=1)[label]
+    moved = jax.tree.map(lambda p, d: p + t * d, half, _direction(half, i))
+    return autodiff_slopes(loss, labels, _with_half(params, label, moved), args)[i]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -19,6 +19,7 @@ from hybridcheck.invariants._fd_slopes import (
     central_slopes,
     loss_of_half,
     nearby,
+    slope_along,
 )
 from hybridcheck.invariants._precision import (
     Precision,
@@ -94,11 +95,15 @@ def assert_grads_match_finite_differences(
     ``eps`` more, and a step whose allowance exceeds ``FD_NOISE_SHARE`` of the slopes
     is skipped. The message says which precision it judged in.
 
-    Kinks: where finite differences disagree at every step (a ReLU input at exactly
-    0, a BatchNorm of a constant column), the half is re-checked at a nearby point:
-    the half moved by ``FD_NUDGE`` of each entry and the batch by ``FD_NUDGE`` of
-    its largest entry. Only a disagreement at both points is a failure: a wrong
-    gradient (a factor, a sign, a dropped term) is wrong at both.
+    Kinks: a central difference is the mean of the slope over ``[-eps, eps]``, so
+    where it disagrees with the slope at the point it is compared with the slopes
+    at the step's ends too: inside their range (a ReLU crossing its kink within
+    the step, a BatchNorm's curvature) it is consistent with autodiff and that
+    step says nothing. Where no step agrees (a ReLU input at exactly 0 for every
+    step), the half is re-checked at a nearby point: the half moved by
+    ``FD_NUDGE`` of each entry and the batch by ``FD_NUDGE`` of its largest
+    entry. Only a disagreement at both points is a failure: a wrong gradient (a
+    factor, a sign, a dropped term) is wrong at both.
 
     Args:
       loss: ``loss(params, *args) -> scalar``, params by half. Keep the same
@@ -112,8 +117,9 @@ def assert_grads_match_finite_differences(
       precision: the precision the loss runs in (default: read from its jaxpr).
 
     Raises:
-      InvariantNotApplicable: where rounding noise drowns every step at both points
-        (a bfloat16 model on a flat example).
+      InvariantNotApplicable: where, at both points, every step that does not agree
+        is drowned by rounding noise (a bfloat16 model on a flat example) or has a
+        kink within reach.
     """
     all_halves = split_halves(params, min_halves=1)
     labels = tuple(all_halves) if halves is None else tuple(halves)
@@ -155,8 +161,9 @@ def assert_grads_match_finite_differences(
     if unresolved:  # neither agrees nor disagrees beyond rounding at both points
         raise InvariantNotApplicable(
             f"finite differences cannot judge half(s) {unresolved} here ({judged}): "
-            f"at the example and at a nearby point, rounding noise drowns every step "
-            f"where the two do not agree (at a kink, or too close to one)"
+            "at the example and at a nearby point, every step where the two do not "
+            "agree is drowned by rounding noise or has a kink within reach (the "
+            "central difference lies between the autodiff slopes at the step's ends)"
         )
 
 
@@ -189,11 +196,30 @@ class _Judge:
                 allowance = FD_NOISE_UNITS * noise[label] / step
                 if allowance > FD_NOISE_SHARE * (self.tol + max(abs(a), abs(c))):
                     continue  # rounding drowns this step
-                if abs(a - c) <= self.tol + self.tol * abs(c) + allowance:
+                slack = self.tol + self.tol * abs(c) + allowance
+                if abs(a - c) <= slack:
                     verdict.agreed = True
-                elif not verdict.why:
-                    verdict.why = self._why(a, c, step, noise[label])
+                    continue
+                lo, hi = self._along(params, args, label, step, a)
+                if lo - slack <= c <= hi + slack:
+                    continue  # a kink or curvature within reach of this step
+                if not verdict.why:
+                    verdict.why = self._why(a, c, step, noise[label], (lo, hi))
         return verdicts
+
+    def _along(
+        self, params: Any, args: tuple[Any, ...], label: str, step: float, a: float
+    ) -> tuple[float, float]:
+        """The range of the autodiff slope at the step's ends and middle: by the
+        mean value theorem, central differences over the step equal the slope
+        somewhere between its ends. A central difference inside that range is
+        consistent with autodiff (a ReLU crossing its kink, a BatchNorm's curvature
+        within reach), one outside it is not."""
+        ends = [
+            float(slope_along(self.loss, self.labels, label, params, args, t))
+            for t in (-step, step)
+        ]
+        return min(a, *ends), max(a, *ends)
 
     def _noise(self, params: Any, args: tuple[Any, ...], label: str) -> float:
         if self.precision.full:
@@ -205,10 +231,13 @@ class _Judge:
             self.precision,
         )
 
-    def _why(self, a: float, c: float, step: float, noise: float) -> str:
+    def _why(
+        self, a: float, c: float, step: float, noise: float, along: tuple[float, float]
+    ) -> str:
         text = (
-            f"directional derivative {a:.8g} by autodiff vs {c:.8g} by central "
-            f"differences (eps={step:g})"
+            f"directional derivative {a:.8g} by autodiff ({along[0]:.6g} to "
+            f"{along[1]:.6g} along the step) vs {c:.8g} by central differences "
+            f"(eps={step:g})"
         )
         if noise > 0:
             units = abs(a - c) / (noise / step)
@@ -228,7 +257,6 @@ def check_grads_match_finite_differences(s: Subject, e: Example) -> None:
         # s.loss is one object for the case's life: the compiled probes are shared
         # by every example of a shape bucket.
         precision = replay_precision(s.loss, params, batch)
-        s.evidence.setdefault(_EVIDENCE, []).append(precision)
         assert_grads_match_finite_differences(
             s.loss,
             params,
@@ -236,6 +264,7 @@ def check_grads_match_finite_differences(s: Subject, e: Example) -> None:
             halves=list(s.trainable(e.params)),
             precision=precision,
         )
+        s.evidence.setdefault(_EVIDENCE, []).append(precision)  # held here
 
 
 def conclude_grads_match_finite_differences(s: Subject) -> str | None:

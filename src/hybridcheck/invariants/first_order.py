@@ -150,7 +150,6 @@ def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
             return float(s.loss64(moved, batch))
 
         precision = replay_precision(s.loss64, params, batch)
-        s.evidence.setdefault(_EVIDENCE, []).append(precision)
         noise = 0.0
         if not precision.full:
             halves = s.split(params)
@@ -167,6 +166,8 @@ def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
             # Only a failure pays for this probe: is a kink within reach?
             _raise_if_kink_in_reach(s, params, batch, g, sq)
             raise
+        else:  # held: the note counts it
+            s.evidence.setdefault(_EVIDENCE, []).append(precision)
 
 
 def _raise_if_kink_in_reach(

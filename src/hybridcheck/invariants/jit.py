@@ -89,7 +89,6 @@ def check_jit_matches_eager(s: Subject, e: Example) -> None:
         for key, p in (("before", e.params), ("eager", eager), ("jitted", jitted))
     )
     precision = loss_precision(s, e)
-    s.evidence.setdefault(_EVIDENCE, []).append(precision)
     try:
         assert_jit_matches_eager(
             eager,
@@ -101,6 +100,8 @@ def check_jit_matches_eager(s: Subject, e: Example) -> None:
     except AssertionError:
         raise_if_ill_conditioned(s, e, with_loss=True, probe_step=True)
         raise
+    else:  # held: the note counts it
+        s.evidence.setdefault(_EVIDENCE, []).append(precision)
 
 
 _EVIDENCE = "jit_matches_eager:precision"
