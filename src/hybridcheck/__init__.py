@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # what the names are; at run time they load on first use
     from hybridcheck.describe.tracing import TraceCounter
     from hybridcheck.describe.tracing import count_compiles
     from hybridcheck.engine.verify import verify
+    from hybridcheck.engine.propose import Proposal
+    from hybridcheck.engine.propose import propose_convert
 
 # The public API, loaded on first use (PEP 562): ``import hybridcheck`` stays cheap
 # for the command line's supervisor, which only starts a worker.
@@ -73,6 +75,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "REGISTRY": ("hybridcheck.invariants", "REGISTRY"),
     "InvariantNotApplicable": ("hybridcheck.invariants", "InvariantNotApplicable"),
     "MigrationCase": ("hybridcheck.describe.migration_case", "MigrationCase"),
+    "Proposal": ("hybridcheck.engine.propose", "Proposal"),
+    "propose_convert": ("hybridcheck.engine.propose", "propose_convert"),
     "assert_all_finite": ("hybridcheck.invariants", "assert_all_finite"),
     "assert_convert_covers_every_param": (
         "hybridcheck.invariants",
@@ -227,6 +231,7 @@ __all__ = [
     "InvariantResult",
     "MigrationCase",
     "PROFILES",
+    "Proposal",
     "REGISTRY",
     "Report",
     "TraceCounter",
@@ -265,6 +270,7 @@ __all__ = [
     "invariant_tests",
     "invariants",
     "mixed_train_step",
+    "propose_convert",
     "seed",
     "sgd_step",
     "strategies",
