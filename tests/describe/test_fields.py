@@ -150,6 +150,7 @@ CASE_ROWS = [
     _row("tx", optax.sgd(0.1), T, r"optax\.sgd, not optax\.sgd\(0\.1\)", id="tx-made"),
     _row("partition_specs", 3, T, "lambda params: specs", id="partition_specs-int"),
     _row("partition_specs", {}, T, "lambda params: specs", id="partition_specs-tree"),
+    _row("model_terms", {}, T, "leave it out", id="model_terms-dict"),
     _row("non_trainable", ("linen",), V, "pass step=", id="non_trainable-no-step"),
 ]
 

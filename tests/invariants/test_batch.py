@@ -150,13 +150,15 @@ def test_correct_step_holds_and_batch_ignoring_steps_fail(opt):
         "first_rows": (dict(first_rows=True), "rows 2..3 of every leaf changed"),
     }
     for name, (flags, what) in bugs.items():
-        caught = 0
+        messages = []
         for e in examples:
             try:
                 check_step_uses_batch(subject(make_step(tx, **flags)), e)
             except AssertionError as err:
-                assert re.search(error_regex("step_uses_batch", "half '", what), str(err))
-                caught += 1
+                messages.append(str(err))
+        caught = len(messages)
+        pattern = error_regex("step_uses_batch", "half '", what)
+        assert all(re.search(pattern, m) for m in messages), messages
         assert caught, f"{name}: missed on all {len(examples)} examples"
 
 

@@ -21,13 +21,8 @@ from hypothesis import strategies as st
 
 from hybridcheck.describe.validate import MAX_SEED
 
-__all__ = [
-    "INVARIANT_NAMES",
-    "Fields",
-    "check_hybrid_case",
-    "check_migration_case",
-    "given",
-]
+__all__ = ["INVARIANT_NAMES", "Fields", "check_hybrid_case", "check_migration_case"]
+__all__ += ["given"]
 
 INVARIANT_NAMES: set[str] = set()
 """The registry's invariant names (``invariants.registry.register`` adds each): an
@@ -226,6 +221,9 @@ def check_hybrid_case(case: Any) -> dict[str, Any]:
         optional=True,
         fix="for a fixed pytree write partition_specs=lambda params: specs",
     )
+    terms, set_by = case.model_terms, "None (from_linen/from_nnx set it)"
+    if terms is not None and not callable(getattr(terms, "converter_to", None)):
+        raise f.error("model_terms", set_by, terms, "leave it out")
     if out["non_trainable"] and case.step is None:
         raise ValueError(
             f"HybridCase({case.name!r}).non_trainable {out['non_trainable']} needs "

@@ -95,6 +95,9 @@ class HybridCase:
         ``from_linen``/``from_nnx`` set it from ``nn.with_partitioning`` boxes /
         ``nnx.with_partitioning`` metadata (``None`` when the model declares
         none); a ``MigrationCase`` side without explicit specs uses it.
+      model_terms: set by ``from_linen``/``from_nnx`` (``None`` otherwise): how the
+        params read in the model's own terms (Linen variables, the NNX state's pure
+        dict), so that a ``MigrationCase`` converter may be written in them.
 
     Example:
       >>> case = HybridCase(
@@ -122,6 +125,7 @@ class HybridCase:
     rng_halves: tuple[str, ...] = ()
     tx: Callable[[Any], Any] | None = None
     partition_specs: Callable[[Any], Any] | None = None
+    model_terms: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Checks every field (``describe.fields``): one line naming the field,

@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from hypothesis import strategies as st
 
 from hybridcheck.describe import specs as _partitioning
+from hybridcheck.describe.converters import case_layout_converter
 from hybridcheck.describe.fields import check_migration_case
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.subject import Example, Subject, to64
@@ -62,8 +64,28 @@ class MigrationSubject:
         return self.after.shapes_seen
 
     def convert64(self, params: Any) -> Any:
-        """``convert`` of the float64 params (call under ``compat.enable_x64()``)."""
-        return to64(self.convert(to64(params)))
+        """``convert`` of the float64 params (call under ``compat.enable_x64()``).
+
+        A converter that casts to float32 (``np.asarray(x, np.float32)``, as
+        checkpoint scripts do) would round the float64 params and the comparisons
+        would measure that rounding. Where its output narrows, each float64 leaf
+        is split into a float32 head and tail (``x = hi + lo``) and the converter,
+        a re-layout and so affine, is applied to both: ``convert(hi) +
+        convert(lo) - convert(0)`` is ``convert(x)`` without the rounding."""
+        p64 = to64(params)
+        out = self.convert(p64)
+        if not any(_narrow(x) for x in jax.tree.leaves(out)):
+            return to64(out)
+        hi = jax.tree.map(_head, p64)
+        lo = jax.tree.map(lambda x, h: x - h if _floating(x) else x, p64, hi)
+        lo = jax.tree.map(_head, lo)
+        zero = jax.tree.map(lambda x: jnp.zeros_like(x) if _floating(x) else x, hi)
+        parts = [to64(self.convert(p)) for p in (hi, lo, zero)]
+        return jax.tree.map(
+            lambda o, head, tail, z: head + tail - z if _narrow(o) else jnp.asarray(o),
+            out,
+            *parts,
+        )
 
     def _pulled_grad(self, params: Any, batch: Any) -> Any:
         """The gradient of ``after.loss(convert(p))`` w.r.t. the before model's
@@ -80,6 +102,20 @@ class MigrationSubject:
         return jax.grad(loss_of)(b.trainable(params))
 
 
+def _floating(x: Any) -> bool:
+    return bool(jnp.issubdtype(jnp.result_type(x), jnp.floating))
+
+
+def _narrow(x: Any) -> bool:
+    """A floating leaf of less than float64 precision."""
+    return _floating(x) and jnp.finfo(jnp.result_type(x)).bits < 64
+
+
+def _head(x: Any) -> Any:
+    """A float64 leaf rounded to float32 (others as they are)."""
+    return jnp.asarray(x, jnp.float32) if _floating(x) else x
+
+
 def _leaf_paths(tree: Any) -> set[str]:
     return {path for path, _ in leaves(tree)}
 
@@ -94,8 +130,16 @@ class MigrationCase:
         form (functional, ``from_linen``, ``from_nnx``); it may have a single half.
         Its ``init``, ``batches`` and ``lr`` draw the examples.
       after: the model after the PR (may be pure NNX), consuming the same batches.
-      convert: ``convert(before_params) -> after_params``, the PR's checkpoint
-        converter; it must accept float64 params (comparisons are in float64).
+      convert: the PR's checkpoint converter; it must accept float64 params
+        (comparisons are in float64). Either on the case layout,
+        ``convert(before_params) -> after_params`` (every half, ``opt``
+        included), or, where both sides are ``from_linen``/``from_nnx`` cases, in
+        the models' own terms: the Linen variables dict in, the NNX model's state
+        (``nnx.State`` or its pure dict) out. In that form hybridcheck lays the
+        result out on the after case's halves, converts the optimizer state's
+        moments with the same converter, copies its counters (cast to the after
+        dtype) and takes the after side's RNG state from its own ``init``
+        (``describe.converters``).
       invert: the converter back, if there is one (enables ``roundtrip``).
       steps: consecutive steps compared by ``trajectory_matches_before``.
       description: one line for ``--list``.
@@ -147,14 +191,28 @@ class MigrationCase:
 
     def subject(self, before_params: Any) -> MigrationSubject:
         """Both sides made runnable; the after side from ``convert(before_params)``."""
-        try:
-            after_params = self.convert(before_params)
-        except Exception as exc:
-            raise ValueError(
-                f"MigrationCase({self.name!r}).convert raised on the before model's "
-                f"params: {type(exc).__name__}: {exc}"
-            ) from exc
-        self._check_layout(after_params)
+        what = f"MigrationCase({self.name!r})"
+        convert, after_params = case_layout_converter(
+            self.convert,
+            self.before,
+            self.after,
+            before_params,
+            _leaf_paths(self.after.init(jax.random.PRNGKey(0))),
+            what=f"{what}.convert",
+        )
+        invert = self.invert
+        if invert is not None:
+            try:
+                invert, _ = case_layout_converter(
+                    invert,
+                    self.after,
+                    self.before,
+                    after_params,
+                    _leaf_paths(before_params),
+                    what=f"{what}.invert",
+                )
+            except ValueError:
+                pass  # as given: roundtrip reports what it returns
         before = self.before.subject(before_params, min_halves=1)
         after = self.after.subject(after_params, min_halves=1)
         stochastic = None
@@ -171,33 +229,14 @@ class MigrationCase:
             name=self.name,
             before=before,
             after=after,
-            convert=self.convert,
-            invert=self.invert,
+            convert=convert,
+            invert=invert,
             steps=self.steps,
             sgd=before.sgd and after.sgd,
             stochastic=stochastic,
             before_specs=specs["before"][0],
             after_specs=specs["after"][0],
             specs_source="; ".join(f"{side}: {s[1]}" for side, s in specs.items()),
-        )
-
-    def _check_layout(self, converted: Any) -> None:
-        """``convert``'s output must be laid out as the after case's own params
-        (every half, the optimizer's included): a converter that misses a path
-        would otherwise surface as an obscure error inside the after step."""
-        want = _leaf_paths(self.after.init(jax.random.PRNGKey(0)))
-        got = _leaf_paths(converted)
-        if want == got:
-            return
-        missing, extra = sorted(want - got), sorted(got - want)
-        raise ValueError(
-            f"MigrationCase({self.name!r}).convert returned params laid out unlike "
-            f"the after case {self.after.name!r}'s: missing {missing[:6]}"
-            f"{' ...' if len(missing) > 6 else ''}, unexpected {extra[:6]}"
-            f"{' ...' if len(extra) > 6 else ''}. Convert every half of the before "
-            "params, the optimizer state ('opt') and other state halves included, "
-            "into the after case's layout (print jax.tree.map(jnp.shape, "
-            "after.init(key)) to see it)."
         )
 
     def _side_specs(

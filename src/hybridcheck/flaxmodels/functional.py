@@ -8,16 +8,19 @@ fields it found); :meth:`Functional.case` adds what the user passed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 from hypothesis import strategies as st
 
 from hybridcheck.describe.fields import given
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.flaxmodels.halves import OPT, Layout
 from hybridcheck.flaxmodels.opt_half import PlainTree
+from hybridcheck.flaxmodels.terms import ModelTerms
 
 Patterns = Mapping[str, str | Sequence[str]]
 
@@ -25,7 +28,10 @@ _AUTO = ("state_fn", "reseed", "rng_halves", "partition_specs")
 
 
 _SET_BY_US = {"init": "{init}", "loss": "loss_fn", "step": "train_step"}
-_OWN = {"name", "batches", "halves", "non_trainable", "lr", "sgd", "description", "tx"}
+_OWN = {
+    *("name", "batches", "halves", "non_trainable", "lr", "sgd", "description"),
+    *("tx", "model_terms"),
+}
 
 
 def check_options(
@@ -119,6 +125,8 @@ class Functional:
                 if value is not None:
                     auto[key] = value
         opt = (OPT,) if self.opt is not None else ()
+        template = functools.cache(lambda: self.init(jax.random.PRNGKey(0)))
+        prefix = ("params",) if kind == "Linen" else ()
         return HybridCase(
             name=name,
             non_trainable=self.layout.non_trainable + opt,
@@ -129,6 +137,7 @@ class Functional:
             step=self.step,
             lr=lr,
             description=description or f"{kind} model, halves {self.layout.labels}",
+            model_terms=ModelTerms(kind, self.layout, prefix, template),
             **auto,
             **options,
         )
