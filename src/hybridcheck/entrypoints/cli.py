@@ -185,6 +185,11 @@ def usage_problems(args: argparse.Namespace) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hybridcheck`` (and ``python -m hybridcheck``); the exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["propose-convert"]:  # its own parser: entrypoints/propose_cli
+        from hybridcheck.entrypoints.propose_cli import main as propose
+
+        return propose(words[1:])
     args, code = parse_args(argv)
     if args is None:
         return code
