@@ -31,12 +31,19 @@ from hybridcheck.describe._typing import PyTree
 
 __all__ = [
     "FLOAT64",
+    "PRECISION_ULPS",
     "Precision",
     "abstract64",
     "replay_precision",
     "rounding_noise",
     "precision_note",
 ]
+
+
+PRECISION_ULPS = 8.0
+"""Comparisons of two float64 replays (the step vs ``tx``, sharded vs one device)
+that ran in less than float64 allow at least this many rounding steps of the
+precision that ran, relative (float32's are within their own tolerances already)."""
 
 
 @dataclasses.dataclass(frozen=True)
