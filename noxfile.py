@@ -283,3 +283,4 @@ def bench(session: nox.Session) -> None:
     _install(session, *NEWEST)
     session.run("python", "benchmarks/run.py", *session.posargs, env=HOST_DEVICES)
     session.run("python", "benchmarks/supervision.py")
+    session.run("python", "benchmarks/propose.py")

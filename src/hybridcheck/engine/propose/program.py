@@ -67,7 +67,7 @@ def _unit_source(pair: Pair | None, dst: Unit, forward: bool) -> tuple[str, str]
         expr = forward_source(expr, pair.perm, pair.before.shape, pair.after.shape)
     else:
         expr = backward_source(expr, pair.perm, pair.before.shape, pair.after.shape)
-    return _cast(expr, src.leaf, tgt.leaf), f"{src.label} ({pair.how})"
+    return _cast(expr, src.leaf, tgt.leaf), pair.how
 
 
 def _leaf_sources(
@@ -91,8 +91,8 @@ def _leaf_sources(
             for i in range(leaf.shape[0])
         ]
         exprs = ",\n".join(e for e, _ in parts)
-        froms = sorted({c.split(" (")[-1].rstrip(")") for _, c in parts})
-        out[leaf.where] = (f"jnp.stack([\n{exprs},\n])", f"layers ({', '.join(froms)})")
+        froms = sorted({c for _, c in parts})
+        out[leaf.where] = (f"jnp.stack([\n{exprs},\n])", f"layers: {', '.join(froms)}")
     return out
 
 
@@ -157,26 +157,25 @@ HEADER = '''"""Checkpoint converter {before} -> {after}
 RNG state is not converted: ``fresh`` is the receiving side's own init(key).
 """
 
-import collections
-
-import jax.numpy as jnp
-
+{imports}import jax.numpy as jnp
 '''
 
-HELPERS = '''
+FLOAT = '''
 
 def _float(x, dtype):
     """A float leaf in the receiving model's dtype; float64 (exact checks) kept."""
     return x if x.dtype == jnp.float64 else jnp.asarray(x, dtype=dtype)
+'''
 
+NEED = """
 
 def _need(fresh, side):
     if fresh is None:
         raise ValueError(
             f"this converter fills leaves it does not convert (RNG state) from the "
-            f"{{side}} model's own init: pass fresh={{side}}_init(key)"
+            f"{side} model's own init: pass fresh={side}_init(key)"
         )
-'''
+"""
 
 
 def _function(name: str, doc: str, body: str, needs_fresh: bool, side: str) -> str:
@@ -200,17 +199,30 @@ def write_source(
         (before, before_like, False),
     ):
         exprs = _leaf_sources(leaves, pairs, forward)
-        fresh = any("fresh" in e for e, _ in exprs.values())
+        fresh = any(e.startswith("fresh") or "[fresh" in e for e, _ in exprs.values())
         bodies.append((_literal(like, (), exprs, types), fresh))
-    text = HEADER.format(before=names[0], after=names[1], verdict=verdict)
-    for name, fields in sorted(types.items()):
-        if not name.isidentifier() or keyword.iskeyword(name):
-            continue
+    tuples = {
+        name: fields
+        for name, fields in types.items()
+        if name.isidentifier() and not keyword.iskeyword(name)
+    }
+    text = HEADER.format(
+        before=names[0],
+        after=names[1],
+        verdict=verdict,
+        imports="import collections\n\n" if tuples else "",
+    )
+    if tuples:
+        text += "\n"
+    for name, fields in sorted(tuples.items()):
         text += (
             f"{name} = collections.namedtuple({name!r}, {list(fields)!r})"
             "  # or import your own class\n"
         )
-    text += HELPERS
+    code = "".join(b for b, _ in bodies)
+    text += (FLOAT if "_float(" in code else "") + (
+        NEED if any(f for _, f in bodies) else ""
+    )
     text += _function(
         "convert", f"{names[0]} params -> {names[1]} params.", *bodies[0], "after"
     )
