@@ -178,3 +178,34 @@ def test_bad_arguments_are_named(kwargs, message):
     args = {"before": m.before, "after": m.after, **kwargs}
     with pytest.raises((TypeError, ValueError), match=message):
         hc.propose_convert(args.pop("before"), args.pop("after"), **args)
+
+
+@pytest.mark.skipif(not hc.compat.HAS_BRIDGE, reason="needs Flax 0.9+")
+def test_optimizer_state_and_counters_follow_the_params_between_real_models():
+    import optax
+
+    from tests.cases import test_migration_real as real
+
+    before = hc.from_linen(
+        "linen-mlp",
+        module=real.LinenMLP(),
+        loss_fn=real.linen_loss,
+        train_step=real.linen_step,
+        tx=optax.adam,
+        init_args=(jnp.zeros((1, 3)),),
+        batches=real.BATCHES,
+    )
+    after = hc.from_nnx(
+        "nnx-mlp",
+        model_fn=real._nnx_mlp(jax.nn.gelu),
+        loss_fn=real.nnx_loss,
+        train_step=real.nnx_step,
+        tx=optax.adam,
+        batches=real.BATCHES,
+    )
+    proposal = hc.propose_convert(before, after)
+    assert proposal.passed, proposal.summary()
+    assert proposal.decided == {"follows": 8, "name": 6}, proposal.summary()
+    step = [e for e in proposal.mapping if e.before == "['opt']['step']"]
+    assert step[0].after == "['opt']['step']['value']"
+    assert "cast int32 -> uint32" in step[0].transform
