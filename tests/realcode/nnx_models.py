@@ -71,14 +71,15 @@ class Encoder(nnx.Module):
 
 
 class ProbeClassifier(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs) -> None:
+    def __init__(self, rngs: nnx.Rngs, gate_steps: int = PROBE_STEPS) -> None:
+        self.gate_steps = gate_steps
         self.encoder = Encoder(rngs)
         self.head = nnx.bridge.ToNNX(nn.Dense(CLASSES), rngs=rngs)
         self.steps = nnx.Variable(jnp.zeros((), jnp.int32))
 
     def __call__(self, x: Any) -> Any:
         h = self.encoder(x)
-        probing = self.steps[...] < PROBE_STEPS
+        probing = self.steps[...] < self.gate_steps
         h = jnp.where(probing, jax.lax.stop_gradient(h), h)
         return self.head(h)
 
@@ -92,14 +93,15 @@ def probe_train_step(model: Any, optimizer: Any, batch: Any) -> Any:
     return loss
 
 
-def probe_case(bug: bool = False) -> hc.HybridCase:
+def probe_case(bug: bool = False, gate_steps: int = PROBE_STEPS) -> hc.HybridCase:
     # The bug: the probe phase's filter (head only) still in the optimizer.
+    # gate_steps: how long the encoder stays behind stop_gradient.
     head_only = nnx.All(nnx.Param, nnx.PathContains("head"))
     wrt = head_only if bug else nnx.Param
     return hc.from_nnx(
         "realcode-probe" + ("-bug" if bug else ""),
         model_fn=lambda rngs: nnx.bridge.lazy_init(
-            ProbeClassifier(rngs), jnp.ones((1, IN))
+            ProbeClassifier(rngs, gate_steps), jnp.ones((1, IN))
         ),
         loss_fn=cross_entropy,
         train_step=probe_train_step,

@@ -10,10 +10,9 @@ trajectory. The bug: the probe phase's head-only ``wrt`` left in the user's own
 from __future__ import annotations
 
 import jax
-import pytest
 
 import hybridcheck as hc
-from hybridcheck.report.results import HELD
+from hybridcheck.report.results import FAILED, HELD
 from tests.realcode.corpus import check_bug, check_correct, correct_report
 from tests.realcode.nnx_models import probe_case
 
@@ -26,16 +25,23 @@ def test_a_head_only_wrt_is_rejected() -> None:
     check_bug("probe")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grads_match_finite_differences is judged at initialisation only "
-    "(invariants/finite_differences.py), where the probe's stop_gradient is closed "
-    "on purpose; judged along the trajectory it would hold",
-)
-def test_finite_differences_along_the_trajectory() -> None:
+def test_finite_differences_are_judged_where_the_probe_opens() -> None:
     results = correct_report("probe").cases[0].results
     (fd,) = [r for r in results if r.invariant == "grads_match_finite_differences"]
     assert fd.status == HELD, fd.message
+    assert "gated by the step count" in fd.message
+
+
+def test_an_ungated_stop_gradient_still_fails_finite_differences() -> None:
+    # the same encoder behind stop_gradient at every step: wrong at both points
+    report = hc.verify(
+        probe_case(gate_steps=10**6),
+        profile="dev",
+        invariants=["grads_match_finite_differences"],
+        shrink_seconds=0,
+    )
+    (fd,) = report.cases[0].results
+    assert fd.status == FAILED, fd.message
 
 
 def test_the_users_optimizer_is_the_one_that_runs() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from hybridcheck import compat
-from hybridcheck.describe.subject import Example, Subject, to64
+from hybridcheck.describe.subject import TRAJECTORY_STEPS, Example, Subject, to64
 from hybridcheck.describe.trees import InvariantNotApplicable, fail, split_halves
 from hybridcheck.invariants._fd_slopes import (
     FD_NUDGE,
@@ -29,16 +29,8 @@ from hybridcheck.invariants._precision import (
 )
 from hybridcheck.invariants.registry import Invariant, register
 
-__all__ = [
-    "FD_STEPS",
-    "FD_LOW_STEPS",
-    "FD_TOL",
-    "FD_NUDGE",
-    "FD_SEED",
-    "FD_NOISE_UNITS",
-    "FD_NOISE_SHARE",
-    "assert_grads_match_finite_differences",
-]
+__all__ = ["FD_STEPS", "FD_LOW_STEPS", "FD_TOL", "FD_NUDGE", "FD_SEED"]
+__all__ += ["FD_NOISE_UNITS", "FD_NOISE_SHARE", "assert_grads_match_finite_differences"]
 
 FD_STEPS: tuple[float, ...] = (1e-4, 1e-5, 1e-6, 1e-3)
 """Finite-difference steps tried in turn: where truncation and rounding error balance
@@ -249,26 +241,47 @@ class _Judge:
 
 
 _EVIDENCE = "grads_match_finite_differences:precision"
+_GATED = "grads_match_finite_differences:gated"
+
+
+def _check_at(s: Subject, params: Any, batch: Any, halves: list[str]) -> Precision:
+    with compat.enable_x64():
+        params, batch = to64(params), to64(batch)
+        # s.loss is one object for the case's life: the probes compile once
+        precision = replay_precision(s.loss, params, batch)
+        assert_grads_match_finite_differences(
+            s.loss, params, (batch,), halves=halves, precision=precision
+        )
+    return precision
 
 
 def check_grads_match_finite_differences(s: Subject, e: Example) -> None:
-    with compat.enable_x64():
-        params, batch = to64(e.params), to64(e.batch)
-        # s.loss is one object for the case's life: the compiled probes are shared
-        # by every example of a shape bucket.
-        precision = replay_precision(s.loss, params, batch)
-        assert_grads_match_finite_differences(
-            s.loss,
-            params,
-            (batch,),
-            halves=list(s.trainable(e.params)),
-            precision=precision,
-        )
-        s.evidence.setdefault(_EVIDENCE, []).append(precision)  # held here
+    halves = list(s.trainable(e.params))
+    try:
+        precision = _check_at(s, e.params, e.batch, halves)
+    except AssertionError as at_start:
+        # A gradient gated by the step count (a probe warmup's stop_gradient) is
+        # judged where the case's own steps open the gate; a wrong VJP or an
+        # ungated stop_gradient disagrees there too.
+        try:
+            precision = _check_at(s, s.trajectory(e)[0][-1], e.batch, halves)
+        except AssertionError:
+            raise at_start from None
+        s.evidence.setdefault(_GATED, []).append(TRAJECTORY_STEPS)
+    s.evidence.setdefault(_EVIDENCE, []).append(precision)  # held here
 
 
 def conclude_grads_match_finite_differences(s: Subject) -> str | None:
-    return precision_note(s.evidence.get(_EVIDENCE, []))
+    notes = [precision_note(s.evidence.get(_EVIDENCE, []))]
+    gated = s.evidence.get(_GATED, [])
+    if gated:
+        notes.append(
+            f"on {len(gated)} example(s) autodiff and finite differences disagreed "
+            f"at the example and agreed after {max(gated)} of the case's own steps: "
+            "a gradient gated by the step count (a probe warmup's stop_gradient), "
+            "judged where the gate is open"
+        )
+    return "; ".join(n for n in notes if n) or None
 
 
 # This family's rows of the registry (report order).
@@ -278,7 +291,8 @@ register(
         "wrong custom VJPs, partial stop_gradient (float64 reverse-mode directional "
         "derivatives along fixed ±1 directions vs central differences, per half; in "
         "the precision that ran and its noise units where layers compute in less, "
-        "re-checked nearby at a kink)",
+        "re-checked nearby at a kink and after the case's own steps where a gate "
+        "closes the gradient at first)",
         check_grads_match_finite_differences,
         conclude=conclude_grads_match_finite_differences,
         cost=("float64",),
