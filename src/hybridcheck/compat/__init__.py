@@ -27,6 +27,7 @@ from hybridcheck.compat._variables import state_variable_type
 from hybridcheck.compat._variables import rng_state_type
 from hybridcheck.compat._variables import iter_submodules
 from hybridcheck.compat._variables import drop_intermediates
+from hybridcheck.compat._variables import module_list
 from hybridcheck.compat._training import rngs_from_seed
 from hybridcheck.compat._training import make_optimizer
 from hybridcheck.compat._training import optimizer_tx
@@ -65,6 +66,7 @@ __all__ = [
     "rng_state_type",
     "iter_submodules",
     "drop_intermediates",
+    "module_list",
     "rngs_from_seed",
     "make_optimizer",
     "optimizer_tx",

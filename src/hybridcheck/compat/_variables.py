@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -176,3 +176,18 @@ def drop_intermediates(module: Any) -> None:
         nnx.pop(module, nnx.Intermediate)
     else:
         module.pop(nnx.Intermediate)
+
+
+def module_list(modules: Iterable[Any]) -> Any:
+    """A list of nnx Modules to assign to a Module attribute (layers in a list).
+
+    As of Flax 0.12.0 a Module is a pytree whose attributes are static unless marked
+    as data, and a plain ``list`` of Modules assigned to one raises ``ValueError``
+    ("Found data on value of type list assigned to static attribute"): it must be an
+    ``nnx.List`` (new in 0.12.0). Before, a plain list is a graph node as it is. Either
+    way the list's entries appear in the state (and :func:`params_as_dict`) under the
+    integer keys ``0, 1, ...``.
+    """
+    if hasattr(nnx, "List"):
+        return nnx.List(list(modules))
+    return list(modules)

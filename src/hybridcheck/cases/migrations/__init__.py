@@ -7,7 +7,9 @@
 * an Embed model: Linen -> NNX;
 * a tensor-parallel block (logical partitioning, heads flattened): Linen -> NNX;
 * an MLP with Dropout (compared deterministic, and in distribution over keys):
-  Linen -> NNX.
+  Linen -> NNX;
+* a transformer encoder (attention + MLP blocks): Linen layers stacked by
+  ``nn.scan`` -> NNX layers in a list.
 Each converter is a pure re-layout with its inverse. ``mutants()`` are the bugs a
 migration PR really introduces, each with the invariant that names it;
 ``reorderings()`` are correct rewrites of the same math that must pass.
@@ -46,6 +48,7 @@ from hybridcheck.cases.migrations.embed import (
     embed_to_nnx,
     nnx_to_embed,
 )
+from hybridcheck.cases.migrations.encoder import encoder_migration, encoder_mutants
 from hybridcheck.cases.migrations.partitioned import (
     AXIS_RULES,
     LINEN_TP,
@@ -127,6 +130,7 @@ def cases() -> list[MigrationCase]:
             description="Dense/Dropout MLP (deterministic and in distribution), "
             "Linen -> NNX",
         ),
+        encoder_migration("migrate-encoder:scan->list"),
     ]
 
 
@@ -254,6 +258,7 @@ def mutants() -> list[CaseMutant]:
             "the output kernel partitioned on its other axis in the NNX model",
         ),
         *dropout_mutants(),
+        *encoder_mutants(),
     ]
 
 
