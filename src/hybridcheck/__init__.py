@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # what the names are; at run time they load on first use
     from hybridcheck.invariants.registry import REGISTRY
     from hybridcheck.invariants import InvariantNotApplicable
     from hybridcheck.describe.migration_case import MigrationCase
+    from hybridcheck.invariants.migration.localisation import Localisation
+    from hybridcheck.invariants.migration.localisation import localise
     from hybridcheck.invariants import assert_all_finite
     from hybridcheck.invariants import assert_convert_covers_every_param
     from hybridcheck.invariants import assert_deterministic
@@ -75,6 +77,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "REGISTRY": ("hybridcheck.invariants", "REGISTRY"),
     "InvariantNotApplicable": ("hybridcheck.invariants", "InvariantNotApplicable"),
     "MigrationCase": ("hybridcheck.describe.migration_case", "MigrationCase"),
+    "Localisation": (
+        "hybridcheck.invariants.migration.localisation",
+        "Localisation",
+    ),
+    "localise": ("hybridcheck.invariants.migration.localisation", "localise"),
     "Proposal": ("hybridcheck.engine.propose", "Proposal"),
     "propose_convert": ("hybridcheck.engine.propose", "propose_convert"),
     "assert_all_finite": ("hybridcheck.invariants", "assert_all_finite"),
@@ -229,6 +236,7 @@ __all__ = [
     "HybridParams",
     "InvariantNotApplicable",
     "InvariantResult",
+    "Localisation",
     "MigrationCase",
     "PROFILES",
     "Proposal",
@@ -269,6 +277,7 @@ __all__ = [
     "init_params",
     "invariant_tests",
     "invariants",
+    "localise",
     "mixed_train_step",
     "propose_convert",
     "seed",

@@ -6,7 +6,8 @@ shim is a thin function named by what it is for; its docstring starts with the
 release where the behaviour moved. Submodules: ``_versions`` (what is installed,
 x64), ``_variables`` (Variables and State), ``_training`` (Rngs, nnx.Optimizer),
 ``_bridge`` (ToNNX / ToLinen and Linen collections), ``_sharding`` (declared
-partitioning: Linen boxes, NNX Variable metadata).
+partitioning: Linen boxes, NNX Variable metadata), ``_intermediates`` (every module
+call of a function, with its path).
 """
 
 from hybridcheck.compat._versions import FLAX_VERSION
@@ -46,6 +47,9 @@ from hybridcheck.compat._sharding import nnx_partition_specs
 from hybridcheck.compat._sharding import nnx_sharding_names
 from hybridcheck.compat._sharding import sharding_support
 from hybridcheck.compat._sharding import unsharded_variables
+from hybridcheck.compat._intermediates import ModuleCall
+from hybridcheck.compat._intermediates import intercept_module_calls
+from hybridcheck.compat._intermediates import module_call_support
 
 __all__ = [
     "FLAX_VERSION",
@@ -85,4 +89,7 @@ __all__ = [
     "nnx_sharding_names",
     "sharding_support",
     "unsharded_variables",
+    "ModuleCall",
+    "intercept_module_calls",
+    "module_call_support",
 ]

@@ -11,7 +11,9 @@ deviates systematically. So the verdict is taken across examples, not per thresh
 ``deviation`` holds the measure and the verdict; ``converter`` the converter's own
 invariants; ``equivalence`` loss, gradient, step and trajectory (``_update``: an
 update leaf by leaf, integer leaves exactly or not at all); ``distribution`` the
-training losses of stochastic models over keys; ``sharding`` the partitioning.
+training losses of stochastic models over keys; ``sharding`` the partitioning;
+``localisation`` where a failed comparison parts from the original (``_calls``:
+every module call of one side observed, ``_align``: the two sides' calls paired).
 Imported in report order.
 """
 
@@ -47,6 +49,8 @@ from hybridcheck.invariants.migration.distribution import loss_sample
 from hybridcheck.invariants.migration.sharding import MESH_RTOL
 from hybridcheck.invariants.migration.sharding import Placement
 from hybridcheck.invariants.migration.sharding import assert_sharding_matches_before
+from hybridcheck.invariants.migration.localisation import Localisation
+from hybridcheck.invariants.migration.localisation import localise
 
 __all__ = [
     "ALPHA",
@@ -60,6 +64,7 @@ __all__ = [
     "SIGN_RUN",
     "SYSTEMATIC_SHARE",
     "Deviation",
+    "Localisation",
     "LossSample",
     "Placement",
     "assert_convert_covers_every_param",
@@ -74,6 +79,7 @@ __all__ = [
     "deviation",
     "ks_pvalue",
     "ks_statistic",
+    "localise",
     "loss_sample",
     "tree_norm",
     "units_summary",

@@ -32,6 +32,7 @@ from hybridcheck.invariants.migration.deviation import (
     tree_norm,
     with_note,
 )
+from hybridcheck.invariants.migration.localisation import localised
 from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
@@ -100,19 +101,29 @@ _ASSERT = {
 }
 
 
+_LOCALISED = ("loss_matches_before", "grads_match_before", "step_matches_before")
+"""Whose failure says where the two models part (``localise``)."""
+
+
 def _record(
     ms: MigrationSubject,
     name: str,
+    e: Example,
     devs: list[Deviation],
     skipped: Sequence[NotCompared] = (),
 ) -> None:
     """Records one example's deviations and the leaves it could not compare; fails
     at once past the hard limit or on an integer mismatch (so the example can be
-    shrunk), otherwise the verdict waits for all examples."""
+    shrunk), otherwise the verdict waits for all examples. Keeps the example that
+    deviates most, for the failure's localisation."""
     ms.evidence.setdefault(name, []).append(devs)
     ms.evidence.setdefault(f"{name}:not compared", []).extend(skipped)
+    units = max((d.units for d in devs), default=0.0)
+    if name in _LOCALISED and units >= ms.memo.get(f"worst:{name}", (-1.0,))[0]:
+        ms.memo[f"worst:{name}"] = (units, e)
     if any(d.units > HARD_UNITS for d in devs):
-        with_note(ms, _ASSERT[name], [devs], note=not_compared_note(skipped))
+        with localised(ms, e if name in _LOCALISED else None, "on this example"):
+            with_note(ms, _ASSERT[name], [devs], note=not_compared_note(skipped))
 
 
 def conclude(name: str) -> Any:
@@ -121,7 +132,9 @@ def conclude(name: str) -> Any:
         if not evidence:
             raise InvariantNotApplicable("no example was compared")
         skipped = not_compared_note(ms.evidence.get(f"{name}:not compared", []))
-        with_note(ms, _ASSERT[name], evidence, note=skipped)
+        worst = ms.memo.get(f"worst:{name}", (0.0, None))[1]
+        with localised(ms, worst, "on the example that deviates most"):
+            with_note(ms, _ASSERT[name], evidence, note=skipped)
         return "; ".join(n for n in (skipped, stochastic_note(ms)) if n) or None
 
     run.__name__ = f"conclude_{name}"
@@ -137,6 +150,7 @@ def check_loss_matches_before(ms: MigrationSubject, e: Example) -> None:
     _record(
         ms,
         "loss_matches_before",
+        e,
         [deviation("loss", before64, after64, before32)],
     )
     if ms.stochastic is not None:  # the same comparison, stochastic layers on
@@ -176,7 +190,7 @@ def check_grads_match_before(ms: MigrationSubject, e: Example) -> None:
             strict=True,
         )
     ]
-    _record(ms, "grads_match_before", devs)
+    _record(ms, "grads_match_before", e, devs)
 
 
 def _run(ms: MigrationSubject, e: Example, steps: int) -> tuple[Any, Any, Any]:
@@ -199,6 +213,7 @@ def check_step_matches_before(ms: MigrationSubject, e: Example) -> None:
     _record(
         ms,
         "step_matches_before",
+        e,
         *update_deviations(ms, e.params, (before64, before32), after64),
     )
 
@@ -208,6 +223,7 @@ def check_trajectory_matches_before(ms: MigrationSubject, e: Example) -> None:
     _record(
         ms,
         "trajectory_matches_before",
+        e,
         *update_deviations(ms, e.params, (before64, before32), after64),
     )
 
