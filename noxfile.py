@@ -279,8 +279,10 @@ def minimums(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: route overheads vs pure JAX, seed step compiles, suite cost."""
+    """Benchmarks: route overheads vs pure JAX, seed step compiles, suite cost,
+    supervision, propose_convert, localisation."""
     _install(session, *NEWEST)
     session.run("python", "benchmarks/run.py", *session.posargs, env=HOST_DEVICES)
     session.run("python", "benchmarks/supervision.py")
     session.run("python", "benchmarks/propose.py")
+    session.run("python", "benchmarks/localise.py")
