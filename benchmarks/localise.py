@@ -17,41 +17,25 @@ import statistics
 import time
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings
-
 from hybridcheck.cases import migrations
 from hybridcheck.describe.subject import shape_key
-from hybridcheck.invariants.migration.localisation import localise_subject
+from hybridcheck.invariants.migration.localisation import (
+    draw_examples,
+    localise_subject,
+)
 
 MUTANTS = ("layernorm-eps", "attention-heads-swapped")
-
-
-def _drawn(case: Any, n: int) -> list[Any]:
-    drawn: list[Any] = []
-
-    @settings(
-        database=None,
-        derandomize=True,
-        max_examples=n,
-        phases=[Phase.generate],
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case.examples())
-    def draw(e: Any) -> None:
-        drawn.append(e)
-
-    draw()
-    return drawn
 
 
 def cost(name: str, examples: int) -> dict[str, Any]:
     """Seconds per localisation: the first of each shape bucket, and the rest."""
     (mutant,) = [m for m in migrations.mutants() if m.name == name]
     case = mutant.make()
-    drawn = _drawn(case, examples)
+    drawn = draw_examples(case, examples)
     ms = case.subject(drawn[0].params)
-    first, later, buckets = [], [], set()
+    first: list[float] = []
+    later: list[float] = []
+    buckets: set[str] = set()
     for e in drawn:
         start = time.perf_counter()
         found = localise_subject(ms, e)

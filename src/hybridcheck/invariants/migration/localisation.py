@@ -24,7 +24,14 @@ from hybridcheck.invariants.migration._align import Row, off, rows, undone
 from hybridcheck.invariants.migration._calls import trace
 from hybridcheck.invariants.migration.deviation import Deviation, deviation
 
-__all__ = ["DRAWS", "Localisation", "localise", "localise_subject", "localised"]
+__all__ = [
+    "DRAWS",
+    "Localisation",
+    "draw_examples",
+    "localise",
+    "localise_subject",
+    "localised",
+]
 
 DRAWS = 10
 """Examples :func:`localise` draws when none is given."""
@@ -190,15 +197,15 @@ def localise_subject(ms: MigrationSubject, e: Example) -> Localisation:
     )
 
 
-def _worst_example(case: MigrationCase) -> tuple[MigrationSubject, Example]:
-    """Of the first ``DRAWS`` examples the case's strategy draws (the same every
-    time), the one whose loss deviates most (the latest of equals)."""
+def draw_examples(case: MigrationCase, n: int = 10) -> list[Example]:
+    """The first ``n`` examples the case's strategy draws, the same every time
+    (not inside a Hypothesis test)."""
     drawn: list[Example] = []
 
     @settings(
         database=None,
         derandomize=True,
-        max_examples=DRAWS,
+        max_examples=n,
         phases=[Phase.generate],
         deadline=None,
         suppress_health_check=list(HealthCheck),
@@ -208,6 +215,13 @@ def _worst_example(case: MigrationCase) -> tuple[MigrationSubject, Example]:
         drawn.append(e)
 
     draw()
+    return drawn
+
+
+def _worst_example(case: MigrationCase) -> tuple[MigrationSubject, Example]:
+    """Of the first ``DRAWS`` examples drawn, the one whose loss deviates most
+    (the latest of equals)."""
+    drawn = draw_examples(case, DRAWS)
     ms = case.subject(drawn[0].params)
 
     def units(e: Example) -> float:
