@@ -145,3 +145,28 @@ def test_an_nnx_module_inside_to_linen_is_under_its_wrapper():
     calls = _calls(Outer().apply, variables, x)
     assert ("nnx", "lin", "Linear", 2) in calls, calls
     assert calls[-1] == ("linen", "", "Outer", 0)
+
+
+@pytest.mark.skipif(
+    compat.FLAX_VERSION < (0, 11), reason="nnx.split_rngs + nnx.scan(nnx.Carry)"
+)
+def test_a_layer_under_nnx_scan_has_the_path_of_its_stack():
+    class Stack(nnx.Module):
+        def __init__(self, rngs: Any) -> None:
+            @nnx.split_rngs(splits=2)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def make(rngs: Any) -> Any:
+                return _Block(rngs)
+
+            self.layers = make(rngs)
+
+        def __call__(self, x: Any) -> Any:
+            @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+            def apply(x: Any, block: Any) -> Any:
+                return block(x)
+
+            return apply(x, self.layers)
+
+    calls = _calls(Stack(nnx.Rngs(0)), jnp.ones((2, 3)))
+    assert ("nnx", "layers/norm", "LayerNorm", 2) in calls, calls
+    assert ("nnx", "layers", "_Block", 1) in calls, calls

@@ -64,7 +64,7 @@ class _State(threading.local):
     def __init__(self) -> None:
         self.hook: Hook | None = None
         self.stack: list[ModuleCall] = []
-        self.graphs: dict[int, dict[int, tuple[str, ...]]] = {}
+        self.graphs: dict[int, tuple[Any, dict[Any, tuple[str, ...]]]] = {}
 
 
 _LOCAL = _State()
@@ -77,24 +77,33 @@ def _key(entry: Any) -> str:
     return str(getattr(entry, "key", getattr(entry, "name", entry)))
 
 
-def _graph(module: Any) -> dict[int, tuple[str, ...]]:
-    """``{id(submodule): path}`` in ``module``'s graph (memoized per interception)."""
-    found = _LOCAL.graphs.get(id(module))
-    if found is None:
-        found = {}
+def _graph(module: Any) -> dict[Any, tuple[str, ...]]:
+    """``{id(submodule): path}`` in ``module``'s graph, and ``{class: path}`` for
+    the classes that occur once (memoized per interception; the module is kept
+    alive meanwhile, so its id is not reused)."""
+    memo = _LOCAL.graphs.get(id(module))
+    if memo is None:
+        found: dict[Any, tuple[str, ...]] = {}
+        classes: dict[type, list[tuple[str, ...]]] = {}
         with contextlib.suppress(Exception):  # a graph NNX cannot walk: no paths
             for path, sub in iter_submodules(module):
-                found.setdefault(id(sub), tuple(_key(k) for k in path))
-        _LOCAL.graphs[id(module)] = found
-    return found
+                keys = tuple(_key(k) for k in path)
+                found.setdefault(id(sub), keys)
+                classes.setdefault(type(sub), []).append(keys)
+        found.update({c: paths[0] for c, paths in classes.items() if len(paths) == 1})
+        memo = _LOCAL.graphs[id(module)] = (module, found)
+    return memo[1]
 
 
 def _nnx_path(module: Any, frame: Any) -> tuple[str, ...]:
     """The path of an NNX module called inside another module's call (in its
-    graph), or from a function that holds its root in a local variable."""
+    graph: the same object, or else the one module of its class, as for the copy
+    ``nnx.scan`` or ``nnx.vmap`` calls), or from a function that holds its root
+    in a local variable."""
     parent = _LOCAL.stack[-1] if _LOCAL.stack else None
     if parent is not None and parent.framework == "nnx":
-        inside = _graph(parent.module).get(id(module))
+        graph = _graph(parent.module)
+        inside = graph.get(id(module), graph.get(type(module)))
         if inside is not None:
             return parent.path + inside
     prefix = parent.path if parent is not None else ()
