@@ -127,6 +127,21 @@ def _wrong_grad(x: Any) -> Any:
 _wrong_grad.defvjp(lambda x: (x, None), lambda _, ct: (3.0 * ct,))
 
 
+class _Tanh(compat.nnx.Module):
+    def __call__(self, x: Any) -> Any:
+        return jax.nn.tanh(x)
+
+
+@jax.custom_vjp
+def _tanh_by_module(x: Any) -> Any:  # an NNX module called inside a custom VJP
+    return _Tanh()(x)
+
+
+_tanh_by_module.defvjp(
+    lambda x: (_Tanh()(x), x), lambda x, ct: (ct * (1 - jax.nn.tanh(x) ** 2),)
+)
+
+
 class _LinenMLP(nn.Module):
     @nn.compact
     def __call__(self, x: Any) -> Any:
@@ -147,7 +162,8 @@ def _mlp_migration(where: str) -> hc.MigrationCase:
             self.out = Out(8, D, rngs=rngs)
 
         def __call__(self, x: Any) -> Any:
-            h = jax.nn.tanh(self.hidden(x))
+            tanh = _tanh_by_module if where == "custom_vjp" else jax.nn.tanh
+            h = tanh(self.hidden(x))
             return self.out(_wrong_grad(h) if where == "between" else h)
 
     template, linen = NnxMLP(nnx.Rngs(0)), _LinenMLP()
@@ -197,6 +213,17 @@ def test_a_backward_only_bug_is_placed_by_the_cotangents(where, module, says):
         assert g.input_grad is not None
         assert g.input_grad.units > 16
     assert says in found.lines()[1]
+
+
+def test_modules_inside_a_custom_vjp_leave_the_forward_comparison_standing():
+    found = hc.localise(_mlp_migration("custom_vjp"))  # the exact migration
+    assert found.forward is None, str(found)
+    assert found.loss.units <= 1, str(found)
+    assert len(found.pairs) == 3, str(found)  # hidden, out, the top
+    assert found.lines()[1].startswith(
+        "first gradient to differ, backward from the loss: not observed (the "
+        "gradient pass raised"
+    ), str(found)
 
 
 def _loss_failure(case: hc.MigrationCase) -> str:

@@ -71,11 +71,14 @@ class Call:
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-    """One run of a side's loss: its value, and its module calls in the order they
-    returned (a module after the modules it called)."""
+    """One run of a side's loss: its value, its module calls in the order they
+    returned (a module after the modules it called), and why no cotangent was
+    observed, if so (a module inside a ``jax.custom_vjp`` function: a probe there
+    is a tracer the custom rule cannot close over)."""
 
     loss: float
     calls: tuple[Call, ...]
+    note: str = ""
 
 
 def _floating(x: Any) -> bool:
@@ -204,12 +207,17 @@ def trace(
     runs = collections.Counter(index for index, _, _ in sent)
     shapes, meta = c.hook.shapes, c.hook.calls
     probes = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    grads = c.backward(probes, params, batch)
+    try:
+        grads, note = c.backward(probes, params, batch), ""
+    except Exception as exc:  # noqa: BLE001 - the forward comparison still stands
+        grads = {}
+        first = (str(exc).splitlines() or [""])[0]
+        note = f"the gradient pass raised {type(exc).__name__}: {first}"
     calls, seen = [], {i: 0 for i in runs}
     for index, x, out in sent:
         call, seen[index] = meta[index], seen[index] + 1
         g_in = grads.get(f"{index}i") if runs[index] == 1 else None
-        g_out = grads[f"{index}o"] if runs[index] == 1 else None
+        g_out = grads.get(f"{index}o") if runs[index] == 1 else None
         calls.append(
             Call(
                 call.framework,
@@ -227,4 +235,4 @@ def trace(
                 runs[index],
             )
         )
-    return Trace(value, tuple(calls))
+    return Trace(value, tuple(calls), note)

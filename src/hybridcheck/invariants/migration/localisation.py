@@ -54,6 +54,7 @@ class Localisation:
         before model's float32 noise on it (``None``: none does).
       gradient: the first pair, backward from the loss, the cotangent of whose
         output or input deviates (``None``: none does).
+      note: why no cotangent was observed, if so.
     """
 
     case: str
@@ -61,6 +62,7 @@ class Localisation:
     loss: Deviation
     forward: Row | None
     gradient: Row | None
+    note: str = ""
 
     @property
     def pairs(self) -> list[Row]:
@@ -125,7 +127,8 @@ class Localisation:
         if g is None:
             seen = [r for r in self.pairs if r.output_grad or r.input_grad]
             if not seen:
-                return "not observed (every module ran more than once: a loop, vmap)"
+                why = self.note or "every module ran more than once: a loop, vmap"
+                return f"not observed ({why})"
             agree = "the cotangents of every module's input and output agree"
             if off(self.loss) or self.forward is not None:
                 return f"none: {agree}"
@@ -194,6 +197,7 @@ def localise_subject(ms: MigrationSubject, e: Example) -> Localisation:
         deviation("loss", before64.loss, after64.loss, before32.loss),
         ahead[0] if ahead else None,
         back[0] if back else None,
+        before32.note or before64.note or after64.note,
     )
 
 
