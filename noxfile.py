@@ -149,7 +149,7 @@ def _record(flax: str, jax: str, axes: str, data: dict[str, object]) -> None:
 def _compat_run(
     session: nox.Session, flax: str, jax: str, axes: str, env: dict[str, str]
 ) -> None:
-    _install(session, flax, jax)
+    _install(session, flax, jax, "pytest-xdist>=3.5")
     probe = session.run(
         # the public face loads on first use: import what imports JAX and Flax
         "python",
@@ -177,6 +177,8 @@ def _compat_run(
             # in `nox -s tests` on the newest pair.
             "-m",
             "not corpus",
+            # as `nox -s tests`: a worker per core, a file per worker at a time
+            *("-n", "auto", "--dist", "loadfile"),
             *session.posargs,
             env={"HYPOTHESIS_PROFILE": "dev", **HOST_DEVICES, **env},
         )
