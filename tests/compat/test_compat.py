@@ -79,6 +79,20 @@ def test_params_as_dict_nested_module():
     }
 
 
+def test_module_list_holds_layers_under_integer_keys():
+    class Stack(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = compat.module_list(nnx.Linear(2, 2, rngs=rngs) for _ in "ab")
+
+    model = Stack(nnx.Rngs(0))
+    params = compat.params_as_dict(model)
+    assert sorted(params["layers"]) == [0, 1]
+    doubled = jax.tree.map(lambda p: 2 * p, params)
+    rebuilt = compat.module_with_params(model, doubled)
+    chex.assert_trees_all_equal(compat.params_as_dict(rebuilt), doubled)
+    assert [type(m) for m in rebuilt.layers] == [nnx.Linear, nnx.Linear]
+
+
 def test_params_as_dict_rejects_linen_module():
     from flax import linen as nn
 

@@ -12,6 +12,7 @@ call of a function, with its path).
 
 from hybridcheck.compat._versions import FLAX_VERSION
 from hybridcheck.compat._versions import HAS_BRIDGE
+from hybridcheck.compat._versions import HAS_NNX_SCAN
 from hybridcheck.compat._versions import HAS_NNX
 from hybridcheck.compat._versions import nnx
 from hybridcheck.compat._versions import version_tuple
@@ -54,6 +55,7 @@ from hybridcheck.compat._intermediates import module_call_support
 __all__ = [
     "FLAX_VERSION",
     "HAS_BRIDGE",
+    "HAS_NNX_SCAN",
     "HAS_NNX",
     "nnx",
     "version_tuple",

@@ -44,6 +44,11 @@ from flax import nnx  # noqa: E402, F401, I001  (after the version guard on purp
 # As of Flax 0.9.0 ``flax.nnx.bridge`` (ToNNX, ToLinen, to_linen, lazy_init) exists.
 HAS_BRIDGE: bool = FLAX_VERSION >= (0, 9, 0)
 
+# As of Flax 0.11 (measured 0.11.2 and 0.12.8) a stack of layers is built with
+# ``nnx.split_rngs`` + ``nnx.vmap`` and applied with ``nnx.scan(in_axes=(nnx.Carry,
+# 0))``; 0.8.5 has neither ``split_rngs`` nor ``Carry`` (0.9-0.10 not measured).
+HAS_NNX_SCAN: bool = FLAX_VERSION >= (0, 11, 0)
+
 
 def feature_support() -> dict[str, str | None]:
     """Maps each optional feature to ``None`` (supported) or why it is not.

@@ -9,7 +9,8 @@
 * an MLP with Dropout (compared deterministic, and in distribution over keys):
   Linen -> NNX;
 * a transformer encoder (attention + MLP blocks): Linen layers stacked by
-  ``nn.scan`` -> NNX layers in a list.
+  ``nn.scan`` -> NNX layers in a list, and (Flax 0.11+) -> NNX layers stacked by
+  ``nnx.vmap`` and applied by ``nnx.scan``.
 Each converter is a pure re-layout with its inverse. ``mutants()`` are the bugs a
 migration PR really introduces, each with the invariant that names it;
 ``reorderings()`` are correct rewrites of the same math that must pass.
@@ -22,6 +23,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from hybridcheck import compat
 from hybridcheck.cases.migrations.attention import (
     LINEN_ATTENTION,
     NNX_ATTENTION,
@@ -49,6 +51,7 @@ from hybridcheck.cases.migrations.embed import (
     nnx_to_embed,
 )
 from hybridcheck.cases.migrations.encoder import encoder_migration, encoder_mutants
+from hybridcheck.cases.migrations.encoder_scan import encoder_scan_migration
 from hybridcheck.cases.migrations.partitioned import (
     AXIS_RULES,
     LINEN_TP,
@@ -131,6 +134,11 @@ def cases() -> list[MigrationCase]:
             "Linen -> NNX",
         ),
         encoder_migration("migrate-encoder:scan->list"),
+        *(
+            [encoder_scan_migration("migrate-encoder:scan->nnx-scan")]
+            if compat.HAS_NNX_SCAN  # nnx.split_rngs / nnx.Carry: Flax 0.11+
+            else []
+        ),
     ]
 
 
