@@ -3,8 +3,9 @@
 Before, each pre-norm block (LayerNorm, self-attention, residual; LayerNorm, Dense,
 GELU, Dense, residual) is scanned over ``L`` layers as real Linen transformers do
 (``variable_axes={'params': 0}``): every block parameter has a leading layer axis.
-After, the blocks are ``nnx.MultiHeadAttention`` / ``nnx.LayerNorm`` / ``nnx.Linear``
-modules in a Python list. The converter unstacks the layer axis into the list; the
+After, the blocks are ``nnx.MultiHeadAttention`` (given Linen's softmax attention as
+``attention_fn``: see :func:`attention`) / ``nnx.LayerNorm`` / ``nnx.Linear`` modules
+in a Python list. The converter unstacks the layer axis into the list; the
 attention kernels keep their layout (Linen's and NNX's query/key/value kernels are
 ``(D, heads, head_dim)``, the output kernel ``(heads, head_dim, D)`` on every
 supported release). A final LayerNorm and a classifier head on the mean token.
