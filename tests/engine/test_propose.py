@@ -94,6 +94,9 @@ def test_a_semantic_bug_in_the_after_model_gets_no_passing_proposal(mutant):
     )
     assert not proposal.passed, proposal.summary()
     assert "FAILED" in proposal.source()
+    # the closest mapping goes to localisation, which says where the models part
+    assert proposal.localisation, proposal.summary()
+    assert "could not run" not in proposal.localisation, proposal.localisation
 
 
 # -- what names cannot decide ----------------------------------------------------

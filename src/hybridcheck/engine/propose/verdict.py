@@ -8,6 +8,7 @@ from typing import Any
 
 from hybridcheck.describe.hybrid_case import HybridCase
 from hybridcheck.describe.migration_case import MigrationCase
+from hybridcheck.invariants.migration.localisation import localise as localise_case
 from hybridcheck.report.results import HELD
 
 __all__ = ["COMPARISONS", "judge_proposal", "localise"]
@@ -47,13 +48,9 @@ def judge_proposal(case: MigrationCase, *, profile: str = "dev") -> tuple[bool, 
 
 
 def localise(case: MigrationCase) -> str:
-    """Where the two models part, from ``hc.localise`` when it is available."""
+    """Where the two models part (``hc.localise``)."""
     try:
-        from hybridcheck.invariants.migration import localise as module
-    except ImportError:
-        return ""
-    try:
-        return str(module.localise(case))
+        return str(localise_case(case))
     except Exception as exc:  # noqa: BLE001 - a report, not the verdict
         return f"localise could not run: {type(exc).__name__}: {exc}"
 
