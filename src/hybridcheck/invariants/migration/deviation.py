@@ -71,7 +71,8 @@ class Deviation(NamedTuple):
       what: the quantity (``"loss"``, ``"gradient ['linen']['kernel']"``, ...).
       rel64: relative float64 deviation ``|after - before| / |before|``.
       units: that deviation in units of the before model's float32 noise.
-      sign: the sign of the (first component of the) deviation, for scalars.
+      sign: the sign of the (largest component of the) deviation; 0 where it
+        carries no evidence (the after replay rounds deterministically in float32).
       exact: for an integer leaf (a step counter), compared exactly: both values
         in its own terms (``rel64`` and ``units`` are then ``inf``); ``""`` for a
         floating quantity.

@@ -17,6 +17,7 @@ from hybridcheck.describe.trees import (
     InvariantNotApplicable,
     leaves,
 )
+from hybridcheck.invariants._precision import abstract64, replay_precision
 from hybridcheck.invariants.migration._update import (
     NotCompared,
     not_compared_note,
@@ -105,6 +106,19 @@ _LOCALISED = ("loss_matches_before", "grads_match_before", "step_matches_before"
 """Whose failure says where the two models part (``localise``)."""
 
 
+def _after_in_float64(ms: MigrationSubject, e: Example) -> bool:
+    """Whether the after model's float64 replay runs in float64 throughout. A
+    layer that computes in float32 inside it (a fused attention, an explicit
+    ``dtype=``) rounds deterministically: the same sign on every example is then
+    no evidence of a semantic change (``SIGN_RUN`` does not apply; read once per
+    case from the after loss's jaxpr)."""
+    if "after:float64" not in ms.memo:
+        with compat.enable_x64():
+            args = abstract64(ms.convert64(e.params)), abstract64(e.batch)
+            ms.memo["after:float64"] = replay_precision(ms.after.loss64, *args).full
+    return bool(ms.memo["after:float64"])
+
+
 def _record(
     ms: MigrationSubject,
     name: str,
@@ -116,6 +130,8 @@ def _record(
     at once past the hard limit or on an integer mismatch (so the example can be
     shrunk), otherwise the verdict waits for all examples. Keeps the example that
     deviates most, for the failure's localisation."""
+    if not _after_in_float64(ms, e):
+        devs = [d._replace(sign=0) for d in devs]
     ms.evidence.setdefault(name, []).append(devs)
     ms.evidence.setdefault(f"{name}:not compared", []).extend(skipped)
     units = max((d.units for d in devs), default=0.0)
