@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 import hybridcheck as hc
@@ -336,3 +337,43 @@ def test_a_sample_counts_verdicts_and_stops_trying_where_nothing_applies():
     assert not tally.wants("bucket-a", 2)
     assert tally.wants("bucket-b", 2)  # a new shape bucket is always seen
     assert _search.Tally().wants("bucket-a", None)  # no sample: every example
+
+
+def test_a_step_mutating_its_batch_is_caught_whichever_invariant_runs_it_first():
+    # The seed's batches are NumPy arrays: run op by op (the eager run that
+    # jit_matches_eager makes before inputs_unchanged's turn), this step adds to x
+    # in place. The snapshot taken before any invariant ran still shows it.
+    from hybridcheck.cases.seed import seed_step
+
+    def mutating_step(params, batch, lr):
+        x = batch[0]
+        if isinstance(x, np.ndarray):
+            x += 1.0
+        return seed_step(params, batch, lr)
+
+    case = dataclasses.replace(SEED_CASE, name="mutates", step=mutating_step)
+    report = hc.verify(
+        case,
+        profile="dev",
+        invariants=["jit_matches_eager", "inputs_unchanged"],
+        shrink_seconds=0,
+    )
+    results = {r.invariant: r for r in report.cases[0].results}
+    assert results["inputs_unchanged"].status == FAILED, report.table()
+    assert "value changed during the step" in results["inputs_unchanged"].message
+
+
+@pytest.mark.parametrize("name", ["deterministic", "inputs_unchanged"])
+def test_a_structural_invariant_stops_at_enough_examples(name):
+    # What it catches does not depend on the values drawn: past `enough` verdicts
+    # the ci profile's sample of 25 adds nothing (see Invariant.enough).
+    inv = registry.REGISTRY[name]
+    assert inv.enough is not None
+    assert inv.enough < 25
+    report = hc.verify(SEED_CASE, profile="ci", invariants=[name])
+    (case,) = report.cases
+    (result,) = case.results
+    assert result.status == HELD, report.table()
+    # the first example of each shape bucket always runs, then up to `enough`
+    assert 1 <= result.examples <= inv.enough + case.shape_buckets
+    assert result.examples < 25

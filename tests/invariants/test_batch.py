@@ -183,8 +183,16 @@ def test_lr_zero_and_zero_gradient_are_not_applicable():
 
 
 def test_assertion_needs_gradients_where_a_leaf_did_not_move_differently():
-    same = {"a": np.ones(2)}
+    old, new = {"a": np.zeros(2)}, {"a": np.ones(2)}
     with pytest.raises(ValueError, match="grads"):
+        assert_step_uses_batch(old, new, new, [OtherBatch("its leaf [0]", new)])
+
+
+def test_a_leaf_the_step_left_in_place_needs_no_gradient():
+    # No sign flip can count where the step did not move the leaf (lr 0, an update
+    # rounded away), so the other batch's gradient is not needed to judge it.
+    same = {"a": np.ones(2)}
+    with pytest.raises(InvariantNotApplicable):
         assert_step_uses_batch(same, same, same, [OtherBatch("its leaf [0]", same)])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
 
@@ -73,6 +74,19 @@ def test_invariant_cost_is_validated():
         registry.Invariant("x", "y", lambda s, e: None, cost=("gpu-hours",))
     with pytest.raises(ValueError, match="convincing must be an int >= 1"):
         registry.Invariant("x", "y", lambda s, e: None, convincing=0)
+    with pytest.raises(ValueError, match=r"enough must be None or an int >= conv"):
+        registry.Invariant("x", "y", lambda s, e: None, convincing=8, enough=5)
+
+
+def test_a_sampled_invariant_runs_on_its_sample_floored_and_capped():
+    row = functools.partial(registry.Invariant, "x", "y", lambda s, e: None)
+    assert row().target(25) == 25
+    assert row().target(None) is None  # every example
+    assert row(convincing=8).target(3) == 8  # a verdict across examples
+    assert row(enough=5).target(25) == 5  # more would add no evidence
+    assert row(enough=5).target(3) == 3
+    assert row(enough=5).target(None) is None
+    assert "<= 5 examples" in registry.cost_text(row(cost=("eager",), enough=5))
 
 
 def test_every_registered_invariant_has_its_assertion():

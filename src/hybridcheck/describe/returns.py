@@ -160,16 +160,39 @@ def check_batch(case: str, batch: Any) -> Any:
     return batch
 
 
+@jax.jit
+def _finite_leaves(leaves: list[Any]) -> list[Any]:
+    """Per leaf, whether every entry is finite (integer leaves always are): one
+    compiled call per structure, reduced on the device."""
+    return [jnp.all(jnp.isfinite(x)) for x in leaves]
+
+
+def _nonfinite_leaf(params: Any) -> str | None:
+    """The path of the first leaf of ``params`` holding NaN/Inf, if any."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    arrays = [np.asarray(x) if not isinstance(x, jax.Array) else x for _, x in flat]
+    if all(np.issubdtype(np.dtype(x.dtype), np.number) for x in arrays):
+        finite = jax.device_get(_finite_leaves(arrays))
+    else:  # a leaf jit cannot take (an object array): the host checks it
+        finite = [
+            not np.issubdtype(np.asarray(x).dtype, np.inexact)
+            or bool(np.all(np.isfinite(np.asarray(x))))
+            for x in arrays
+        ]
+    for (path, _), ok in zip(flat, finite, strict=True):
+        if not ok:
+            return jax.tree_util.keystr(path)
+    return None
+
+
 def preflight(subject: Any, params: Any, batch: Any) -> None:
     """The case's own functions on one example, before any invariant: params from
     its init must be finite, its loss must give one finite number on them. A
     violation is the case's own (one cause for every invariant it would block)."""
     case = getattr(subject, "name", "case")
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            where = jax.tree_util.keystr(path)
-            raise BadReturn(case, "init", f"returned params with NaN/Inf at {where}")
+    where = _nonfinite_leaf(params)
+    if where is not None:
+        raise BadReturn(case, "init", f"returned params with NaN/Inf at {where}")
     value = float(np.asarray(subject.loss_fn(params, batch)))
     if not np.isfinite(value):
         raise BadReturn(

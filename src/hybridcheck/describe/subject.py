@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybridcheck import compat
+from hybridcheck.describe._grad import trainable_grad
 from hybridcheck.describe._typing import PyTree
 from hybridcheck.describe.returns import check_step_output
 from hybridcheck.describe.tracing import TraceCounter
@@ -59,10 +60,6 @@ def shape_key(example: Example) -> Any:
         lambda x: (np.shape(x), str(jnp.result_type(x))),
         (example.params, example.batch),
     )
-
-
-def _is_float(x: Any) -> bool:
-    return bool(jnp.issubdtype(jnp.result_type(x), jnp.inexact))
 
 
 @dataclasses.dataclass
@@ -156,47 +153,9 @@ class Subject:
     # -- compiled pieces -------------------------------------------------------------
 
     def _trainable_grad(self, params: Any, batch: Any) -> dict[str, PyTree]:
-        """``jax.grad(loss)`` w.r.t. the floating leaves of the trainable halves.
-
-        Returns the trainable halves only; integer leaves get zero gradients.
-        """
-        halves = self.split(params)
-        train = {k: v for k, v in halves.items() if k not in self.non_trainable}
-        flat, treedef = jax.tree.flatten(train)
-        floats = [_is_float(x) for x in flat]
-
-        def loss_of(float_leaves: list[Any]) -> Any:
-            it = iter(float_leaves)
-            merged = [next(it) if f else x for x, f in zip(flat, floats, strict=True)]
-            return self.loss(
-                self.join(params, {**halves, **jax.tree.unflatten(treedef, merged)}),
-                batch,
-            )
-
-        g = jax.grad(loss_of)([x for x, f in zip(flat, floats, strict=True) if f])
-        it = iter(g)
-        grads = jax.tree.unflatten(
-            treedef,
-            [
-                next(it) if f else jnp.zeros_like(x)
-                for x, f in zip(flat, floats, strict=True)
-            ],
-        )
-        if self.frozen is None:
-            return grads  # type: ignore[no-any-return]
-        # Leaves frozen on purpose (LoRA-only fine-tuning) are not trained: their
-        # gradient is zero for every invariant, so "unchanged" is what they check.
-        return {
-            half: jax.tree_util.tree_map_with_path(
-                lambda path, x, half=half: (
-                    jnp.zeros_like(x)
-                    if self.frozen(half, jax.tree_util.keystr(path))  # type: ignore[misc]
-                    else x
-                ),
-                tree,
-            )
-            for half, tree in grads.items()
-        }
+        """``jax.grad(loss)`` w.r.t. the floating leaves of the trainable halves
+        (see :func:`~hybridcheck.describe._grad.trainable_grad`)."""
+        return trainable_grad(self, params, batch)
 
     def _loss_of_half(
         self, label: str, half: PyTree, halves: dict[str, PyTree], like: Any, batch: Any
@@ -235,6 +194,18 @@ class Subject:
     def has_run(self, e: Example) -> bool:
         """Whether the step already ran on ``e`` through the memo."""
         return self._memo_example is e and bool({"jitted", "eager"} & self._memo.keys())
+
+    def inputs_snapshot(self, e: Example) -> tuple[bool, Any]:
+        """A host copy of the example's ``(params, batch)``, taken on the first call
+        (memoized), and whether no step had run on it yet then."""
+        return self._memoized(  # type: ignore[no-any-return]
+            e,
+            "inputs_snapshot",
+            lambda: (
+                not self.has_run(e),
+                jax.tree.map(lambda x: np.array(x, copy=True), (e.params, e.batch)),
+            ),
+        )
 
     def grads(self, e: Example) -> dict[str, PyTree]:
         """Gradients of the trainable halves at the example (jitted, memoized)."""
@@ -278,6 +249,16 @@ class Subject:
         """New params from the eager step (memoized)."""
         return self._memoized(e, "eager", lambda: self.run_eager(e))
 
+    def example64(self, e: Example) -> tuple[Any, Any]:
+        """The example's ``(params, batch)`` with every floating leaf in float64
+        (memoized: several replays start from it). Use under ``enable_x64``."""
+
+        def cast() -> Any:
+            with compat.enable_x64():
+                return to64(e.params), to64(e.batch)
+
+        return self._memoized(e, "example64", cast)  # type: ignore[no-any-return]
+
     def loss64_of(self, e: Example, key: str, params: Any) -> float:
         """The loss of ``params`` on the example's batch, replayed in float64.
 
@@ -288,6 +269,8 @@ class Subject:
 
         def replay() -> Any:
             with compat.enable_x64():
-                return self.loss64(to64(params), to64(e.batch))
+                if params is e.params:
+                    return self.loss64(*self.example64(e))
+                return self.loss64(to64(params), self.example64(e)[1])
 
         return float(self._memoized(e, f"loss64:{key}", replay))

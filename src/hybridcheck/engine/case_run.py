@@ -133,8 +133,7 @@ def verify_case(
             )
             selected.append(name)
     active: dict[str, _search.Check] = {}
-    # inputs_unchanged first: its snapshot must predate every run of the step.
-    for name in sorted(selected, key=lambda n: n != "inputs_unchanged"):
+    for name in selected:
         if name not in checks:
             continue
         reason = (
@@ -209,9 +208,14 @@ def _run(
             tallies,
             running,
             targets={
-                n: None if sample is None else max(sample, REGISTRY[n].convincing)
+                n: REGISTRY[n].target(sample)
                 for n in active
                 if n in REGISTRY and REGISTRY[n].sampled
+            },
+            prepare={
+                n: prep
+                for n in active
+                if n in REGISTRY and (prep := REGISTRY[n].prepare) is not None
             },
         )
         if active

@@ -136,13 +136,15 @@ def search(
     tallies: dict[str, Tally],
     running: Running,
     targets: dict[str, int | None] | None = None,
+    prepare: dict[str, Check] | None = None,
 ) -> str:
     """One Hypothesis search: every invariant runs on each drawn example.
 
     An example is rejected (drawn again) only when *every* pending invariant finds it
     not applicable; an invariant that fails is not run again. Invariants in
     ``targets`` (the expensive ones) run on the first example of each shape bucket
-    and then until ``targets[name]`` examples gave a verdict. No shrinking here:
+    and then until ``targets[name]`` examples gave a verdict; ``prepare[name]``
+    runs on each example it runs on, before any user code. No shrinking here:
     :func:`shrink` does that for each failed invariant alone.
 
     Fills ``tallies`` (one per invariant of ``active``) as it goes, so a search cut
@@ -160,6 +162,19 @@ def search(
         if not pending:
             raise _AllFailed
         drawn_any[0] = True
+        targets_ = targets or {}
+        bucket = str(shape_key(example)) if targets_ else ""
+        chosen = []
+        for name in pending:
+            if name in targets_ and not tallies[name].wants(bucket, targets_[name]):
+                tallies[name].not_sampled += 1
+                applicable = True  # the others decide; never redraw for a sample
+            else:
+                chosen.append(name)
+        for name in chosen:
+            if name in (prepare or {}):
+                running.start(name, example)
+                prepare[name](subject, example)  # type: ignore[index]
         running.start(
             "the case's own loss on the example (before any invariant)", example
         )
@@ -170,14 +185,8 @@ def search(
                 tallies[name].failure = (failure_message(name, exc), example)
                 tallies[name].cause = failure_cause(exc)
             raise _AllFailed from None
-        targets_ = targets or {}
-        bucket = str(shape_key(example)) if targets_ else ""
-        for name in pending:
+        for name in chosen:
             tally = tallies[name]
-            if name in targets_ and not tally.wants(bucket, targets_[name]):
-                tally.not_sampled += 1
-                applicable = True  # the others decide; never redraw for a sample
-                continue
             running.start(name, example)
             start = time.perf_counter()
             try:

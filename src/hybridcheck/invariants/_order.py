@@ -5,10 +5,13 @@ sharded vs one device): the tolerances and the leaf-by-leaf comparison.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from hybridcheck import compat
 from hybridcheck.describe._typing import PyTree
 from hybridcheck.describe.trees import (
     index_str,
@@ -44,6 +47,33 @@ SHARDED_TOL: dict[str, float] = {"rtol": 1e-4, "atol": 1e-5}
 """As for jit vs eager: the batch mean is reduced across devices in another order."""
 
 
+@jax.jit
+def _first_far(e: Any, a: Any, rtol: Any, atol: Any) -> tuple[Any, Any]:
+    """On the device, in float64: whether some entry of ``a`` is not close to
+    ``e`` (``np.isclose``, NaNs equal), and the first such flat index."""
+    bad = ~jnp.isclose(
+        jnp.ravel(a).astype(jnp.float64),
+        jnp.ravel(e).astype(jnp.float64),
+        rtol=rtol,
+        atol=atol,
+        equal_nan=True,
+    )
+    i = jnp.argmax(bad)  # the first True, 0 when there is none
+    return bad[i], i
+
+
+@jax.jit
+def _max_abs_diff(x: Any, o: Any) -> Any:
+    """``max |x - o|`` in float64, 0 for an empty leaf."""
+    d = jnp.abs(jnp.ravel(x).astype(jnp.float64) - jnp.ravel(o).astype(jnp.float64))
+    return jnp.max(d, initial=0.0)
+
+
+def _as_array(x: Any) -> Any:
+    """A leaf for the device comparisons (a NumPy or Python scalar as an array)."""
+    return x if isinstance(x, jax.Array) else np.asarray(x)
+
+
 def _close_problems(
     expected: PyTree,
     actual: PyTree,
@@ -59,20 +89,26 @@ def _close_problems(
             f"{len(e_leaves)} {names[0]} leaves vs {len(a_leaves)} {names[1]} leaves"
         )
     for (path, e), (_, a), leaf_atol in zip(e_leaves, a_leaves, atols, strict=False):
-        e_, a_ = np.asarray(e, np.float64), np.asarray(a, np.float64)
-        if e_.shape != a_.shape:
+        if np.shape(e) != np.shape(a):
             problems.append(
-                f"{path}: {names[0]} shape {e_.shape} vs {names[1]} {a_.shape}"
+                f"{path}: {names[0]} shape {np.shape(e)} vs {names[1]} {np.shape(a)}"
             )
             continue
         if not np.isfinite(leaf_atol):  # a non-finite update: all_finite's finding
             leaf_atol = 0.0
-        bad = ~np.isclose(a_, e_, rtol=rtol, atol=leaf_atol, equal_nan=True)
-        if np.any(bad):
-            i = tuple(np.argwhere(bad)[0])
+        if not np.size(e):
+            continue
+        # Compared on the device: a model's leaves never cross to the host whole.
+        with compat.enable_x64():
+            far, flat = jax.device_get(
+                _first_far(_as_array(e), _as_array(a), float(rtol), float(leaf_atol))
+            )
+        if far:
+            i = tuple(int(k) for k in np.unravel_index(int(flat), np.shape(e)))
+            e_i, a_i = (float(np.asarray(x, np.float64)[i]) for x in (e, a))
             problems.append(
-                f"{path}{index_str(i)}: {names[0]}={e_[i]:.8g}, "
-                f"{names[1]}={a_[i]:.8g} (rtol={rtol:g}, atol={leaf_atol:.3g})"
+                f"{path}{index_str(i)}: {names[0]}={e_i:.8g}, "
+                f"{names[1]}={a_i:.8g} (rtol={rtol:g}, atol={leaf_atol:.3g})"
             )
     return problems
 
@@ -93,17 +129,17 @@ def step_order_problems(
     """What differs between two results of one step (see the jit/eager assertion)."""
     atols: float | list[float] = atol
     if old is not None:
-        atols = [
-            atol
-            + update_tol
-            * float(
-                np.max(
-                    np.abs(np.asarray(x, np.float64) - np.asarray(o, np.float64)),
-                    initial=0.0,
+        with compat.enable_x64():
+            atols = [
+                atol
+                + update_tol
+                * (
+                    float(_max_abs_diff(_as_array(x), _as_array(o)))
+                    if np.shape(x) == np.shape(o)
+                    else 0.0
                 )
-            )
-            for o, x in zip(jax.tree.leaves(old), jax.tree.leaves(a), strict=False)
-        ]
+                for o, x in zip(jax.tree.leaves(old), jax.tree.leaves(a), strict=False)
+            ]
     problems = _close_problems(a, b, names, rtol, atols)
     if losses is not None:
         before, after_a, after_b = losses

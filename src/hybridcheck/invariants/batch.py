@@ -46,7 +46,8 @@ class OtherBatch:
       what: what the other batch changes ("its leaf [1]", "rows 4..7 of every leaf").
       new: the step's new params (trainable, by half) on the other batch.
       grads: the loss's gradient (trainable, by half) on the other batch; needed
-        only where ``new`` equals the example's new params somewhere.
+        only where ``new`` equals the example's new params at a leaf that step
+        moved.
     """
 
     what: str
@@ -70,22 +71,35 @@ def _same_leaves(new: Any, other: Any) -> list[tuple[str, str]]:
     ]
 
 
+@jax.jit
+def _first_flip(o: Any, n: Any, a: Any, b: Any) -> tuple[Any, ...]:
+    """On the device: whether some entry flips sign significantly where the step
+    moved it, the first such flat index, and the gradients and move there."""
+    eps = float(jnp.finfo(n.dtype).eps)
+    wide = jnp.promote_types(n.dtype, jnp.float32)
+    o, n, a, b = (jnp.ravel(x).astype(wide) for x in (o, n, a, b))
+    scale = jnp.maximum(jnp.max(jnp.abs(a)), jnp.max(jnp.abs(b)))
+    moved = jnp.abs(n - o) >= VISIBLE_ULPS * eps * jnp.maximum(jnp.abs(n), 1e-30)
+    # Signs, not the product: a product of two small entries may underflow to 0.
+    flips = (jnp.sign(a) * jnp.sign(b) < 0) & (
+        jnp.minimum(jnp.abs(a), jnp.abs(b)) >= FLIP_SHARE * scale
+    )
+    hit = flips & moved & jnp.isfinite(a) & jnp.isfinite(b)
+    i = jnp.argmax(hit)  # the first True (C order), 0 when there is none
+    return hit[i], i, a[i], b[i], n[i] - o[i]
+
+
 def _flip(old: Any, new: Any, g: Any, g2: Any) -> str | None:
     """Where the gradient changes sign significantly at an entry the step moved."""
-    o, n, a, b = (np.asarray(x, np.float64) for x in (old, new, g, g2))
-    if not (np.issubdtype(np.asarray(new).dtype, np.floating) and a.size):
+    if not (jnp.issubdtype(jnp.result_type(new), jnp.floating) and np.size(new)):
         return None
-    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))))
-    eps = float(np.finfo(np.asarray(new).dtype).eps)
-    moved = np.abs(n - o) >= VISIBLE_ULPS * eps * np.maximum(np.abs(n), 1e-30)
-    flips = (a * b < 0) & (np.minimum(np.abs(a), np.abs(b)) >= FLIP_SHARE * scale)
-    hits = np.argwhere(flips & moved & np.isfinite(a) & np.isfinite(b))
-    if not len(hits):
+    hit, i, a, b, move = jax.device_get(_first_flip(old, new, g, g2))
+    if not hit:
         return None
-    i = tuple(hits[0])
+    where = index_str(tuple(int(k) for k in np.unravel_index(int(i), np.shape(new))))
     return (
-        f"entry {index_str(i) or '[]'}: {a[i]:.4g} -> {b[i]:.4g}; both steps moved it "
-        f"by {n[i] - o[i]:.4g}"
+        f"entry {where or '[]'}: {float(a):.4g} -> {float(b):.4g}; both steps moved "
+        f"it by {float(move):.4g}"
     )
 
 
@@ -114,17 +128,20 @@ def assert_step_uses_batch(
     """
     problems, used = [], False
     total = sum(1 for _ in leaf_triples(new, new, new))
+    unmoved = set(_same_leaves(old, new))  # no flip can count where nothing moved
     for other in others:
         same = _same_leaves(new, other.new)
         used = used or len(same) < total
-        if not same:
+        # Only the leaves that did not move differently, and that the step moved.
+        suspects = set(same) - unmoved
+        if not suspects:
             continue
         if other.grads is None:
             raise ValueError(
-                f"OtherBatch({other.what!r}) left leaves {same[:3]} unchanged: its "
-                "grads (the loss's gradient on that batch) are needed to judge them"
+                f"OtherBatch({other.what!r}) left leaves {sorted(suspects)[:3]} where "
+                "the example's step put them: its grads (the loss's gradient on that "
+                "batch) are needed to judge them"
             )
-        suspects = set(same)  # only the leaves that did not move differently
         where = {
             (label, path): _flip(o, n, g, g2)
             for (label, path, o, n, g), (_, _, _, _, g2) in zip(
@@ -158,11 +175,14 @@ def assert_step_uses_batch(
 
 def check_step_uses_batch(s: Subject, e: Example) -> None:
     old, new = s.trainable(e.params), s.trainable(s.jitted_result(e))
+    unmoved = set(_same_leaves(old, new))  # as the assertion reads them
     others = []
     for variant in batch_variants(e.batch):
         other = s.trainable(s.jitted(e.params, variant.batch, e.lr))
         grads = None
-        if _same_leaves(new, other):  # only a suspicion pays for a gradient
+        # Only a suspicion pays for a gradient: a leaf the other batch left where
+        # this one put it, and which the step moved (else no sign flip can count).
+        if set(_same_leaves(new, other)) - unmoved:
             grads = s.grad_fn(e.params, variant.batch)
         others.append(OtherBatch(variant.what, other, grads))
     if not others:

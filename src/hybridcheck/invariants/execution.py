@@ -15,11 +15,20 @@ from hybridcheck.describe.trees import (
 from hybridcheck.invariants.registry import Invariant, register
 
 __all__ = [
+    "ENOUGH",
     "assert_deterministic",
     "assert_all_finite",
     "assert_inputs_unchanged",
     "assert_retrace_budget",
 ]
+
+ENOUGH = 5
+"""Examples ``deterministic`` and ``inputs_unchanged`` run on at most: what they
+catch (host randomness, Python state that changes between two calls, a mutated or
+donated input) is in the code's structure, not the values drawn, since a step jit
+traces cannot branch on values; five examples cover the degenerate ones (a zero
+batch, lr 0). ``jit_matches_eager`` is not capped: whether a value baked in at
+trace time differs from the current one depends on how many calls came before."""
 
 
 def assert_deterministic(first: PyTree, second: PyTree) -> None:
@@ -106,17 +115,21 @@ def check_all_finite(s: Subject, e: Example) -> None:
 
 
 def check_inputs_unchanged(s: Subject, e: Example) -> None:
-    # The snapshot must predate every run on this example: when another invariant
-    # already ran the step (and may have mutated the inputs), run it afresh here.
-    already_ran = s.has_run(e)
-    snapshot = jax.tree.map(lambda x: np.array(x, copy=True), (e.params, e.batch))
-    if already_ran:
-        s.run_jitted(e)
-        s.run_eager(e)
-    else:
+    # The snapshot must predate every run on this example: taken by ``prepare``
+    # before any invariant ran (the shared runs then show a mutation), or, when
+    # another invariant already ran the step, followed by a fresh run here.
+    before_runs, snapshot = s.inputs_snapshot(e)
+    if before_runs:
         s.jitted_result(e)
         s.eager_result(e)
+    else:
+        s.run_jitted(e)
+        s.run_eager(e)
     assert_inputs_unchanged(snapshot, (e.params, e.batch))
+
+
+def prepare_inputs_unchanged(s: Subject, e: Example) -> None:
+    s.inputs_snapshot(e)
 
 
 def check_retrace_budget(s: Subject, e: Example) -> None:
@@ -132,6 +145,7 @@ register(
         "host randomness, state carried between calls",
         check_deterministic,
         cost=("step", "eager"),
+        enough=ENOUGH,
     ),
     Invariant(
         "all_finite",
@@ -144,6 +158,8 @@ register(
         "mutated or donated inputs",
         check_inputs_unchanged,
         cost=("host", "eager"),
+        enough=ENOUGH,
+        prepare=prepare_inputs_unchanged,
     ),
     Invariant(
         "retrace_budget",

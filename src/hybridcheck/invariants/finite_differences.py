@@ -258,7 +258,7 @@ def _check_at(s: Subject, params: Any, batch: Any, halves: list[str]) -> Precisi
 def check_grads_match_finite_differences(s: Subject, e: Example) -> None:
     halves = list(s.trainable(e.params))
     try:
-        precision = _check_at(s, e.params, e.batch, halves)
+        precision = _check_at(s, *s.example64(e), halves)
     except AssertionError as at_start:
         # A gradient gated by the step count (a probe warmup's stop_gradient) is
         # judged where the case's own steps open the gate; a wrong VJP or an

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from hybridcheck import compat
-from hybridcheck.describe.subject import Example, Subject, to64
+from hybridcheck.describe.subject import Example, Subject
 from hybridcheck.describe.trees import (
     InvariantNotApplicable,
     fail,
@@ -133,11 +133,11 @@ KINK_JUMP = 1e-6
 
 def check_loss_decrease_first_order(s: Subject, e: Example) -> None:
     with compat.enable_x64():
-        params, batch = to64(e.params), to64(e.batch)
+        params, batch = s.example64(e)
         g = s.grad_fn(params, batch)
         sq = float(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)))
 
-        before = float(s.loss64(params, batch))
+        before = s.loss64_of(e, "before", e.params)
 
         def loss_at(lr: float) -> float:
             if lr == 0.0:

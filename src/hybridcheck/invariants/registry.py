@@ -74,6 +74,13 @@ class Invariant:
       convincing: the fewest examples a sampled invariant needs for its verdict:
         1 where the bug it exists for shows on any example; more where the verdict
         is taken across examples.
+      enough: the most examples a sampled invariant runs on (None: the profile's
+        sample), for one whose bug cannot depend on the values drawn, only on
+        their shapes: a step jit can trace cannot branch on values, so a
+        mutated input or host randomness shows on every example where the update
+        is not zero. A few cover the degenerate ones (a zero batch).
+      prepare: ``prepare(subject, example)``, run on each example the invariant
+        runs on before the case's own code touches it (a copy of the inputs).
     """
 
     name: str
@@ -86,6 +93,8 @@ class Invariant:
     kind: str = "step"
     cost: tuple[str, ...] = ("step", "grad", "reduce")
     convincing: int = 1
+    enough: int | None = None
+    prepare: Callable[[Any, Any], None] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.cost) - set(COSTS))
@@ -99,11 +108,26 @@ class Invariant:
                 f"Invariant({self.name!r}).convincing must be an int >= 1, got "
                 f"{self.convincing!r}"
             )
+        if self.enough is not None and (
+            not isinstance(self.enough, int) or self.enough < self.convincing
+        ):
+            raise ValueError(
+                f"Invariant({self.name!r}).enough must be None or an int >= "
+                f"convincing ({self.convincing}), got {self.enough!r}"
+            )
 
     @property
     def sampled(self) -> bool:
         """Whether it runs on a sample of the examples (see ``cost``)."""
         return bool(EXPENSIVE & set(self.cost))
+
+    def target(self, sample: int | None) -> int | None:
+        """How many examples a sampled invariant runs on under a profile's
+        ``sample`` (None: every example)."""
+        if sample is None:
+            return None
+        target = max(sample, self.convincing)
+        return target if self.enough is None else min(target, self.enough)
 
 
 REGISTRY: dict[str, Invariant] = {}
@@ -147,7 +171,8 @@ def cost_text(inv: Invariant) -> str:
     text = ", ".join(f"`{unit}`" for unit in inv.cost)
     if inv.sampled:
         at_least = f", >= {inv.convincing} examples" if inv.convincing > 1 else ""
-        text += f" (sampled{at_least})"
+        at_most = f", <= {inv.enough} examples" if inv.enough is not None else ""
+        text += f" (sampled{at_least}{at_most})"
     return text
 
 
