@@ -6,6 +6,7 @@ it (:class:`BadReturn`), once for every invariant it blocks.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -167,9 +168,30 @@ def _finite_leaves(leaves: list[Any]) -> list[Any]:
     return [jnp.all(jnp.isfinite(x)) for x in leaves]
 
 
+_finite_seen: list[tuple[Any, ...]] = []
+"""Weak references to the leaves of the last few params found finite: examples
+share the params of a few seeds, so each is checked once."""
+
+
+def _seen_finite(flat: list[Any]) -> tuple[bool, tuple[Any, ...] | None]:
+    # Only JAX arrays, which cannot change in place (a NumPy leaf can).
+    if not all(isinstance(x, jax.Array) for _, x in flat):
+        return False, None
+    refs = tuple(weakref.ref(x) for _, x in flat)
+    for seen in _finite_seen:
+        if len(seen) == len(flat) and all(
+            r() is x for r, (_, x) in zip(seen, flat, strict=True)
+        ):
+            return True, refs
+    return False, refs
+
+
 def _nonfinite_leaf(params: Any) -> str | None:
     """The path of the first leaf of ``params`` holding NaN/Inf, if any."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    seen, refs = _seen_finite(flat)
+    if seen:
+        return None
     arrays = [np.asarray(x) if not isinstance(x, jax.Array) else x for _, x in flat]
     if all(np.issubdtype(np.dtype(x.dtype), np.number) for x in arrays):
         finite = jax.device_get(_finite_leaves(arrays))
@@ -182,6 +204,9 @@ def _nonfinite_leaf(params: Any) -> str | None:
     for (path, _), ok in zip(flat, finite, strict=True):
         if not ok:
             return jax.tree_util.keystr(path)
+    if refs is not None:
+        _finite_seen.append(refs)
+        del _finite_seen[:-8]
     return None
 
 
