@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridcheck.describe.usercode import UserCodeError, call
+from hybridcheck.describe.usercode import UserCodeError, call, defined_at
 
 __all__ = [
     "EXTREME",
@@ -72,9 +72,10 @@ def checked_loss(case: str, loss: Callable[..., Any]) -> Callable[..., Any]:
                 if value is not None and value.shape != ()
                 else "return one float, e.g. jnp.mean((pred - y) ** 2)"
             )
+            site = defined_at(loss)
             raise BadReturn(
                 case,
-                "loss",
+                "loss" + (f" ({site})" if site else ""),
                 f"returned {_kind(out)}; a loss returns one floating scalar: {fix}",
             )
         return out

@@ -4,6 +4,7 @@ showing the user's own frames of a traceback (never hybridcheck's)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sysconfig
 import time
@@ -17,6 +18,7 @@ __all__ = [
     "call",
     "check_common",
     "format_error",
+    "defined_at",
     "is_user_frame",
     "user_site",
 ]
@@ -44,9 +46,13 @@ class UserCodeError(Exception):
         self.case, self.where, self.error = case, where, error
         site = user_site(error)
         at = f" at {site}" if site else ""
+        # A message of several lines (JAX's pytree errors) is said once, where the
+        # traceback ends: this line keeps its first line and where it was raised.
+        first, *more = str(error).splitlines() or [""]
+        rest = " [...]" if more else ""
         super().__init__(
-            f"[{case}] the user's {where} raised {type(error).__name__}: {error}{at} "
-            "(your code, not hybridcheck's)"
+            f"[{case}] the user's {where} raised {type(error).__name__}: {first}{rest}"
+            f"{at} (your code, not hybridcheck's)"
         )
 
 
@@ -110,6 +116,18 @@ def _frames(exc: BaseException) -> list[traceback.FrameSummary]:
         frames = list(traceback.extract_tb(current.__traceback__)) + frames
         current = current.__cause__ or current.__context__
     return frames
+
+
+def defined_at(fn: Any) -> str:
+    """``file.py:12 my_loss``: where the user's function ``fn`` is defined ("" when
+    it is not the user's code, or its source cannot be found)."""
+    fn = inspect.unwrap(getattr(fn, "func", fn))  # functools.partial, decorators
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a callable object: its class's __call__
+        code = getattr(vars(type(fn)).get("__call__"), "__code__", None)
+    if code is None or not is_user_frame(code.co_filename):
+        return ""
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno} {code.co_name}"
 
 
 def user_site(exc: BaseException) -> str:
